@@ -1,1 +1,15 @@
-//! placeholder
+//! pullgate-agent: the per-node daemon that decides on containerd image pulls.
+//!
+//! Modules, one concern each:
+//! * [`config`] — the typed, validated config model and config directories;
+//! * [`engine`] — the decision pipeline (allowlist → scope → verification →
+//!   failure policy → mode) and its counters;
+//! * [`report`] — decision reports, ids and the JSON-lines decision log;
+//! * [`server`] — the Unix socket: peers, framing, limits, drain;
+//! * [`cli`] — the commands behind the thin `main`.
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod report;
+pub mod server;

@@ -1,0 +1,612 @@
+//! The agent's config model: raw TOML in, validated types out.
+//!
+//! A config directory holds `pullgate.toml` (and, as verifiers arrive, trust
+//! material and policy files). [`load_dir`] reads it, parses it into
+//! [`raw`] types that mirror the file, then validates everything into a
+//! [`Config`] whose types cannot hold invalid values. Every problem found is
+//! reported, each naming file, field and reason. The accepted config gets a
+//! generation id: a hash over every file in the directory, used in reports
+//! and cache keys so a policy change never reuses an old verdict.
+
+use pullgate_reference::Pattern;
+use pullgate_wire::FailurePolicy;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The main config file inside a config directory.
+pub const CONFIG_FILE: &str = "pullgate.toml";
+/// Largest single file read from a config directory.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// Largest total size of a config directory.
+pub const MAX_DIR_BYTES: u64 = 16 * 1024 * 1024;
+/// Most files in a config directory.
+pub const MAX_DIR_FILES: usize = 1024;
+/// Most allowlist entries, scopes, or images in one scope.
+pub const MAX_ENTRIES: usize = 4096;
+/// Longest operator-written reason for a `deny` scope.
+pub const MAX_REASON_LEN: usize = 200;
+
+/// Enforce or only record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Deny what policy denies.
+    #[default]
+    Enforce,
+    /// Allow everything, record what enforce would have denied.
+    Audit,
+}
+
+impl Mode {
+    /// `"enforce"` or `"audit"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
+}
+
+/// Verifiers a `verify` scope can require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifierKind {
+    /// Notary Project signatures.
+    Notation,
+    /// Cosign signatures (key or keyless).
+    Cosign,
+    /// Sigstore bundles and in-toto attestations.
+    Sigstore,
+    /// SBOM license and package rules.
+    Sbom,
+    /// Vulnerability report rules.
+    Vulnerability,
+}
+
+impl VerifierKind {
+    /// The name used in config files and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifierKind::Notation => "notation",
+            VerifierKind::Cosign => "cosign",
+            VerifierKind::Sigstore => "sigstore",
+            VerifierKind::Sbom => "sbom",
+            VerifierKind::Vulnerability => "vulnerability",
+        }
+    }
+}
+
+/// How the required verifiers of a scope combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Combine {
+    /// Every required verifier must pass.
+    #[default]
+    All,
+    /// One passing verifier is enough.
+    Any,
+}
+
+/// What verification a `verify` scope requires. Holds at least one verifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirements {
+    verifiers: Vec<VerifierKind>,
+    combine: Combine,
+}
+
+impl Requirements {
+    /// The required verifiers, never empty, without duplicates.
+    pub fn verifiers(&self) -> &[VerifierKind] {
+        &self.verifiers
+    }
+
+    /// How they combine.
+    pub fn combine(&self) -> Combine {
+        self.combine
+    }
+}
+
+/// What a scope does with the images it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Allow without verification.
+    Allow,
+    /// Deny, with an optional operator-written reason.
+    Deny {
+        /// Shown to the user in the verifier's line.
+        reason: Option<String>,
+    },
+    /// Verify with these requirements.
+    Verify(Requirements),
+}
+
+impl Action {
+    /// `"allow"`, `"deny"` or `"verify"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny { .. } => "deny",
+            Action::Verify(_) => "verify",
+        }
+    }
+}
+
+/// A named rule: images it covers and what to do with them.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// Unique name, shown in reports.
+    pub name: String,
+    /// Patterns; never empty.
+    pub images: Vec<Pattern>,
+    /// What to do.
+    pub action: Action,
+}
+
+/// The action for images no scope matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultAction {
+    /// Allow unmatched images.
+    Allow,
+    /// Deny unmatched images (the default).
+    #[default]
+    Deny,
+}
+
+/// A validated agent config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Enforce or audit.
+    pub mode: Mode,
+    /// What to answer when no decision can be reached.
+    pub failure_policy: FailurePolicy,
+    /// Action for images no scope matches.
+    pub default_action: DefaultAction,
+    /// Peer uids allowed on the socket (root is only allowed when listed).
+    pub allowed_uids: Vec<u32>,
+    /// Images always allowed.
+    pub allowlist: Vec<Pattern>,
+    /// Scopes in file order; the first matching one applies.
+    pub scopes: Vec<Scope>,
+}
+
+/// A config together with where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The validated config.
+    pub config: Config,
+    /// Hash of every file in the directory (first 16 hex digits of SHA-256).
+    pub generation: String,
+    /// The directory it was read from.
+    pub dir: PathBuf,
+    /// Non-fatal findings, e.g. allowlist entries that are not digest-pinned.
+    pub warnings: Vec<Issue>,
+}
+
+/// One problem in a config, located by file and field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// The file, relative to the config directory.
+    pub file: String,
+    /// Dotted field path (`scopes[1].images[0]`), or empty for the whole file.
+    pub field: String,
+    /// What is wrong and what to do.
+    pub reason: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.field, self.reason)
+        }
+    }
+}
+
+/// Why a config directory could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The directory or a file in it could not be read.
+    #[error("reading config {path}: {source}")]
+    Read {
+        /// What was being read.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory has no `pullgate.toml`.
+    #[error("{dir} has no {CONFIG_FILE}; write one (see docs/configuration.md) or point --config-dir elsewhere")]
+    Missing {
+        /// The config directory.
+        dir: PathBuf,
+    },
+    /// The directory is larger than the limits allow.
+    #[error("config directory {dir} is too large: {why}")]
+    TooLarge {
+        /// The config directory.
+        dir: PathBuf,
+        /// Which limit was exceeded.
+        why: String,
+    },
+    /// One or more problems in the files.
+    #[error("config in {dir} is invalid:\n{}", issues.iter().map(|i| format!("  {i}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The config directory.
+        dir: PathBuf,
+        /// Every problem found.
+        issues: Vec<Issue>,
+    },
+}
+
+mod raw {
+    //! Serde mirror of `pullgate.toml`, before validation.
+    use super::{Combine, DefaultAction, Mode, VerifierKind};
+    use pullgate_wire::FailurePolicy;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct File {
+        pub mode: Option<Mode>,
+        pub failure_policy: Option<FailurePolicy>,
+        pub default_action: Option<DefaultAction>,
+        pub allowed_uids: Option<Vec<u32>>,
+        #[serde(default)]
+        pub allowlist: Vec<String>,
+        #[serde(default)]
+        pub scopes: Vec<Scope>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct Scope {
+        pub name: String,
+        pub images: Vec<String>,
+        pub action: ActionKind,
+        pub reason: Option<String>,
+        pub verify: Option<Verify>,
+    }
+
+    #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+    #[serde(rename_all = "lowercase")]
+    pub enum ActionKind {
+        Allow,
+        Deny,
+        Verify,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct Verify {
+        pub require: Vec<VerifierKind>,
+        #[serde(rename = "match")]
+        pub combine: Option<Combine>,
+    }
+}
+
+/// Loads and validates a config directory.
+pub fn load_dir(dir: &Path) -> Result<Loaded, ConfigError> {
+    let files = read_tree(dir)?;
+    let Some((_, main)) = files.iter().find(|(name, _)| name == CONFIG_FILE) else {
+        return Err(ConfigError::Missing { dir: dir.to_path_buf() });
+    };
+    let (config, warnings) = parse_main(main).map_err(|issues| ConfigError::Invalid { dir: dir.to_path_buf(), issues })?;
+    Ok(Loaded { config, generation: generation_id(&files), dir: dir.to_path_buf(), warnings })
+}
+
+/// Parses and validates the text of `pullgate.toml`, returning the config
+/// and its warnings, or every issue found.
+pub fn parse_main(bytes: &[u8]) -> Result<(Config, Vec<Issue>), Vec<Issue>> {
+    let issue = |field: &str, reason: String| Issue { file: CONFIG_FILE.into(), field: field.into(), reason };
+    let text = std::str::from_utf8(bytes).map_err(|e| vec![issue("", format!("not UTF-8: {e}"))])?;
+    let raw: raw::File = toml::from_str(text).map_err(|e| {
+        let field = e.span().map(|s| location(text, s.start)).unwrap_or_default();
+        vec![issue(&field, e.message().to_string())]
+    })?;
+    let mut issues = Vec::new();
+    let mut warnings = Vec::new();
+
+    let allowed_uids = raw.allowed_uids.unwrap_or_else(|| vec![0]);
+    if allowed_uids.is_empty() {
+        issues.push(issue("allowedUids", "empty list would refuse every client; list at least one uid (0 for root)".into()));
+    }
+    if raw.allowlist.len() > MAX_ENTRIES {
+        issues.push(issue("allowlist", format!("{} entries, more than {MAX_ENTRIES}", raw.allowlist.len())));
+    }
+    let mut allowlist = Vec::new();
+    for (i, entry) in raw.allowlist.iter().enumerate() {
+        let field = format!("allowlist[{i}]");
+        match Pattern::parse(entry) {
+            Ok(p) => {
+                if !p.is_digest_pinned() {
+                    warnings.push(issue(
+                        &field,
+                        format!(
+                            "{entry:?} is not digest-pinned: anyone who can push to that repository gets images allowed; pin @sha256:… where you can"
+                        ),
+                    ));
+                }
+                allowlist.push(p);
+            }
+            Err(e) => issues.push(issue(&field, e.to_string())),
+        }
+    }
+
+    if raw.scopes.len() > MAX_ENTRIES {
+        issues.push(issue("scopes", format!("{} scopes, more than {MAX_ENTRIES}", raw.scopes.len())));
+    }
+    let mut scopes = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, s) in raw.scopes.into_iter().enumerate() {
+        let at = |f: &str| format!("scopes[{i}].{f}");
+        let before = issues.len();
+        if s.name.is_empty() || s.name.len() > 64 || !s.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            issues.push(issue(&at("name"), format!("{:?} must be 1-64 characters of letters, digits, - _ .", s.name)));
+        } else if !names.insert(s.name.clone()) {
+            issues.push(issue(&at("name"), format!("{:?} is used by an earlier scope; names must be unique", s.name)));
+        }
+        if s.images.is_empty() {
+            issues.push(issue(&at("images"), "empty; a scope needs at least one image pattern".into()));
+        }
+        if s.images.len() > MAX_ENTRIES {
+            issues.push(issue(&at("images"), format!("{} patterns, more than {MAX_ENTRIES}", s.images.len())));
+        }
+        let mut images = Vec::new();
+        for (j, img) in s.images.iter().enumerate() {
+            match Pattern::parse(img) {
+                Ok(p) => images.push(p),
+                Err(e) => issues.push(issue(&format!("scopes[{i}].images[{j}]"), e.to_string())),
+            }
+        }
+        let action = match s.action {
+            raw::ActionKind::Allow | raw::ActionKind::Verify if s.reason.is_some() => {
+                issues.push(issue(&at("reason"), "only a deny scope takes a reason".into()));
+                None
+            }
+            raw::ActionKind::Allow | raw::ActionKind::Deny if s.verify.is_some() => {
+                issues.push(issue(&at("verify"), "only a scope with action = \"verify\" takes a verify table".into()));
+                None
+            }
+            raw::ActionKind::Allow => Some(Action::Allow),
+            raw::ActionKind::Deny => match s.reason {
+                Some(r) if r.len() > MAX_REASON_LEN || r.chars().any(char::is_control) => {
+                    issues.push(issue(
+                        &at("reason"),
+                        format!("must be one line of at most {MAX_REASON_LEN} bytes"),
+                    ));
+                    None
+                }
+                reason => Some(Action::Deny { reason }),
+            },
+            raw::ActionKind::Verify => match s.verify {
+                None => {
+                    issues.push(issue(&at("verify"), "action = \"verify\" needs a verify table with require = [...]".into()));
+                    None
+                }
+                Some(v) if v.require.is_empty() => {
+                    issues.push(issue(&at("verify.require"), "empty; name at least one verifier".into()));
+                    None
+                }
+                Some(v) => {
+                    let mut verifiers = Vec::new();
+                    for k in v.require {
+                        if verifiers.contains(&k) {
+                            issues.push(issue(&at("verify.require"), format!("{} is listed twice", k.as_str())));
+                        } else {
+                            verifiers.push(k);
+                        }
+                    }
+                    Some(Action::Verify(Requirements { verifiers, combine: v.combine.unwrap_or_default() }))
+                }
+            },
+        };
+        if issues.len() == before
+            && let Some(action) = action
+        {
+            scopes.push(Scope { name: s.name, images, action });
+        }
+    }
+
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    let config = Config {
+        mode: raw.mode.unwrap_or_default(),
+        failure_policy: raw.failure_policy.unwrap_or_default(),
+        default_action: raw.default_action.unwrap_or_default(),
+        allowed_uids,
+        allowlist,
+        scopes,
+    };
+    Ok((config, warnings))
+}
+
+/// `line L, column C` for a byte offset, for parse errors.
+fn location(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {col}")
+}
+
+/// Reads every regular file under `dir` (following symlinks, skipping names
+/// starting with `.`, as ConfigMap volumes keep their `..data` machinery
+/// there), sorted by relative path, within the size limits.
+pub fn read_tree(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, ConfigError> {
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    let mut stack = vec![(dir.to_path_buf(), String::new(), 0usize)];
+    while let Some((path, rel, depth)) = stack.pop() {
+        let entries = std::fs::read_dir(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') {
+                continue;
+            }
+            let full = entry.path();
+            let child_rel = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
+            let meta = std::fs::metadata(&full).map_err(|source| ConfigError::Read { path: full.clone(), source })?;
+            if meta.is_dir() {
+                if depth >= 8 {
+                    return Err(ConfigError::TooLarge { dir: dir.into(), why: format!("{child_rel} is nested more than 8 levels deep") });
+                }
+                stack.push((full, child_rel, depth + 1));
+            } else if meta.is_file() {
+                if meta.len() > MAX_FILE_BYTES {
+                    return Err(ConfigError::TooLarge {
+                        dir: dir.into(),
+                        why: format!("{child_rel} is {} bytes, more than {MAX_FILE_BYTES}", meta.len()),
+                    });
+                }
+                total += meta.len();
+                if total > MAX_DIR_BYTES || out.len() >= MAX_DIR_FILES {
+                    return Err(ConfigError::TooLarge {
+                        dir: dir.into(),
+                        why: format!("more than {MAX_DIR_FILES} files or {MAX_DIR_BYTES} bytes"),
+                    });
+                }
+                let bytes = std::fs::read(&full).map_err(|source| ConfigError::Read { path: full.clone(), source })?;
+                out.push((child_rel, bytes));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// The generation id of a set of files: SHA-256 over each path and content,
+/// length-prefixed so no two different sets hash the same input.
+pub fn generation_id(files: &[(String, Vec<u8>)]) -> String {
+    let mut h = Sha256::new();
+    for (name, bytes) in files {
+        h.update((name.len() as u64).to_be_bytes());
+        h.update(name.as_bytes());
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    }
+    let d = h.finalize();
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> (Config, Vec<Issue>) {
+        parse_main(s.as_bytes()).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+    fn bad(s: &str) -> Vec<String> {
+        parse_main(s.as_bytes()).expect_err("should be invalid").iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let (c, w) = ok("");
+        assert_eq!(c.mode, Mode::Enforce);
+        assert_eq!(c.failure_policy, FailurePolicy::Closed);
+        assert_eq!(c.default_action, DefaultAction::Deny);
+        assert_eq!(c.allowed_uids, vec![0]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn full_config() {
+        let (c, w) = ok(r#"
+            mode = "audit"
+            failurePolicy = "open"
+            defaultAction = "allow"
+            allowedUids = [0, 1000]
+            allowlist = ["registry.k8s.io/pause:3.10", "ghcr.io/acme/agent@sha256:b8479de3f88fb259a0a9ea82a5b2a052a1ef3c4ebbcfc61482d5ae4c831f8af9"]
+            [[scopes]]
+            name = "acme"
+            images = ["ghcr.io/acme/**"]
+            action = "verify"
+            verify = { require = ["notation", "cosign"], match = "any" }
+            [[scopes]]
+            name = "hub"
+            images = ["docker.io/**"]
+            action = "deny"
+            reason = "pull through the mirror"
+        "#);
+        assert_eq!(c.mode, Mode::Audit);
+        assert_eq!(c.scopes.len(), 2);
+        match &c.scopes[0].action {
+            Action::Verify(r) => {
+                assert_eq!(r.verifiers(), &[VerifierKind::Notation, VerifierKind::Cosign]);
+                assert_eq!(r.combine(), Combine::Any);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.len(), 1, "the tag entry warns, the pinned one does not");
+        assert_eq!(w[0].field, "allowlist[0]");
+    }
+
+    #[test]
+    fn every_issue_reported_with_field() {
+        let e = bad(r#"
+            allowedUids = []
+            allowlist = ["*.io/x", "ok.io/y"]
+            [[scopes]]
+            name = "a"
+            images = []
+            action = "verify"
+            [[scopes]]
+            name = "a"
+            images = ["ghcr.io/acme-evil/**", "ghcr.io/**/x"]
+            action = "allow"
+            reason = "no"
+        "#);
+        let joined = e.join("\n");
+        for needle in [
+            "pullgate.toml: allowedUids:",
+            "allowlist[0]",
+            "scopes[0].images: empty",
+            "scopes[0].verify:",
+            "scopes[1].name: \"a\" is used",
+            "scopes[1].images[1]",
+            "scopes[1].reason",
+        ] {
+            assert!(joined.contains(needle), "missing {needle:?} in\n{joined}");
+        }
+    }
+
+    #[test]
+    fn parse_errors_name_location_and_field() {
+        let e = bad("mode = \"enforce\"\nmodee = 1\n").join("\n");
+        assert!(e.contains("line 2") && e.contains("modee"), "{e}");
+        let e = bad("mode = \"strict\"").join("\n");
+        assert!(e.contains("strict") && e.contains("line 1"), "{e}");
+        let e = bad("[[scopes]]\nname='x'\nimages=['a']\naction='verify'\nverify={require=['pgp']}").join("\n");
+        assert!(e.contains("pgp"), "{e}");
+    }
+
+    #[test]
+    fn generation_changes_with_any_file() {
+        let a = vec![("pullgate.toml".to_string(), b"x".to_vec())];
+        let mut b = a.clone();
+        b.push(("trust/ca.pem".into(), b"y".to_vec()));
+        assert_ne!(generation_id(&a), generation_id(&b));
+        assert_eq!(generation_id(&a), generation_id(&a.clone()));
+        let c = vec![("pullgate.tom".to_string(), b"lx".to_vec())];
+        assert_ne!(generation_id(&a), generation_id(&c));
+    }
+
+    #[test]
+    fn load_dir_reads_and_skips_dotfiles() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(load_dir(dir.path()), Err(ConfigError::Missing { .. })));
+        std::fs::write(dir.path().join(CONFIG_FILE), "mode = \"audit\"").unwrap();
+        let g1 = load_dir(dir.path()).unwrap().generation;
+        std::fs::create_dir(dir.path().join("..data")).unwrap();
+        std::fs::write(dir.path().join("..data/x"), "ignored").unwrap();
+        assert_eq!(load_dir(dir.path()).unwrap().generation, g1);
+        std::fs::write(dir.path().join("extra.rego"), "package x").unwrap();
+        assert_ne!(load_dir(dir.path()).unwrap().generation, g1);
+    }
+}

@@ -1,0 +1,530 @@
+//! The decision pipeline: allowlist → scope → verification → failure policy → mode.
+//!
+//! [`Engine`] holds the config in force (swapped atomically on reload, the
+//! last good one kept when a new one is invalid), decides on one
+//! [`VerifyRequest`] at a time within the request's deadline, writes the
+//! report to the decision log and keeps counters for `status`.
+
+use crate::config::{self, Action, Combine, Config, DefaultAction, Loaded, Mode, VerifierKind};
+use crate::report::{DecisionLog, IdGenerator, Peer, Report, Source, Step};
+use pullgate_reference::{Digest, Reference};
+use pullgate_wire::{DecisionResponse, FailurePolicy, PROTOCOL_VERSION, Response, StatusResponse, Verdict, VerifyRequest};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// Longest time the agent spends on one request, whatever the client asks for.
+pub const MAX_REQUEST_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Why verification could not produce an allow or deny.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VerifyError {
+    /// The scope requires verifiers this agent cannot run yet.
+    #[error("no verifier configured for {}: this agent cannot run it yet", kinds.join(", "))]
+    NoVerifier {
+        /// The required verifier names.
+        kinds: Vec<String>,
+    },
+    /// Verification did not finish within the request's deadline.
+    #[error("verification did not finish within {0} ms")]
+    Deadline(u64),
+}
+
+/// Result of the policy stages, before the failure policy and mode apply.
+enum Outcome {
+    Allow(String),
+    Deny(String),
+    Error(String),
+}
+
+/// The config in force and where it came from.
+struct Current {
+    loaded: Option<Arc<Loaded>>,
+    /// Why there is no config, or why the newest one was rejected.
+    error: Option<String>,
+}
+
+/// Decision counters reported by `status`.
+#[derive(Default)]
+struct Counters {
+    allowed: AtomicU64,
+    denied: AtomicU64,
+    failure_policy: AtomicU64,
+    audit_would_deny: AtomicU64,
+    invalid_requests: AtomicU64,
+    refused_peers: AtomicU64,
+    log_errors: AtomicU64,
+    reloads: AtomicU64,
+    reload_failures: AtomicU64,
+}
+
+/// Decides on pulls. Cheap to share behind an `Arc`.
+pub struct Engine {
+    config_dir: PathBuf,
+    current: RwLock<Current>,
+    log: DecisionLog,
+    ids: IdGenerator,
+    counters: Counters,
+    started: Instant,
+}
+
+impl Engine {
+    /// An engine reading its config from `config_dir` and logging through `log`.
+    /// It starts with `initial` (which may be absent if loading failed).
+    pub fn new(config_dir: PathBuf, initial: Result<Loaded, config::ConfigError>, log: DecisionLog) -> Engine {
+        let current = match initial {
+            Ok(l) => Current { loaded: Some(Arc::new(l)), error: None },
+            Err(e) => Current { loaded: None, error: Some(e.to_string()) },
+        };
+        Engine {
+            config_dir,
+            current: RwLock::new(current),
+            log,
+            ids: IdGenerator::new(),
+            counters: Counters::default(),
+            started: Instant::now(),
+        }
+    }
+
+    fn loaded(&self) -> Option<Arc<Loaded>> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).loaded.clone()
+    }
+
+    /// Peer uids allowed on the socket: the config's list, or root only while
+    /// no config is loaded.
+    pub fn peer_allowed(&self, uid: u32) -> bool {
+        match self.loaded() {
+            Some(l) => l.config.allowed_uids.contains(&uid),
+            None => uid == 0,
+        }
+    }
+
+    /// Counts a peer refused by the uid check.
+    pub fn count_refused_peer(&self) {
+        self.counters.refused_peers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Re-reads the config directory. An invalid config is not applied: the
+    /// last good one stays in force and the error is kept for `status`.
+    /// Returns the new generation when it changed.
+    pub fn reload(&self) -> Result<Option<String>, config::ConfigError> {
+        match config::load_dir(&self.config_dir) {
+            Ok(new) => {
+                let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+                cur.error = None;
+                let changed = cur.loaded.as_ref().map(|l| l.generation != new.generation).unwrap_or(true);
+                let generation = new.generation.clone();
+                cur.loaded = Some(Arc::new(new));
+                self.counters.reloads.fetch_add(1, Ordering::Relaxed);
+                Ok(changed.then_some(generation))
+            }
+            Err(e) => {
+                let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+                cur.error = Some(e.to_string());
+                self.counters.reload_failures.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// The answer to a status request.
+    pub fn status(&self) -> StatusResponse {
+        let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let c = &self.counters;
+        let counters = BTreeMap::from([
+            ("allowed".to_string(), c.allowed.load(Ordering::Relaxed)),
+            ("denied".to_string(), c.denied.load(Ordering::Relaxed)),
+            ("failurePolicy".to_string(), c.failure_policy.load(Ordering::Relaxed)),
+            ("auditWouldDeny".to_string(), c.audit_would_deny.load(Ordering::Relaxed)),
+            ("invalidRequests".to_string(), c.invalid_requests.load(Ordering::Relaxed)),
+            ("refusedPeers".to_string(), c.refused_peers.load(Ordering::Relaxed)),
+            ("logErrors".to_string(), c.log_errors.load(Ordering::Relaxed)),
+            ("reloads".to_string(), c.reloads.load(Ordering::Relaxed)),
+            ("reloadFailures".to_string(), c.reload_failures.load(Ordering::Relaxed)),
+        ]);
+        StatusResponse {
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            generation: cur.loaded.as_ref().map(|l| l.generation.clone()),
+            mode: cur.loaded.as_ref().map(|l| l.config.mode.as_str().to_string()),
+            config_error: cur.error.clone(),
+            counters,
+        }
+    }
+
+    /// Decides on one pull and records the report. Never fails: problems
+    /// become a deny (bad input), a failure-policy verdict, or an error
+    /// response when no config is loaded at all.
+    pub async fn decide(&self, req: &VerifyRequest, peer: Option<Peer>) -> Response {
+        let received = Instant::now();
+        let mut trace = Trace { received, steps: Vec::new() };
+        let loaded = self.loaded();
+        let mut report = Report {
+            id: self.ids.next_id(),
+            time: crate::report::now_rfc3339(),
+            generation: loaded.as_ref().map(|l| l.generation.clone()),
+            reference: req.reference.clone(),
+            normalized: None,
+            digest: req.digest.clone(),
+            media_type: req.descriptor.media_type.clone(),
+            size: req.descriptor.size,
+            peer,
+            mode: loaded.as_ref().map(|l| l.config.mode.as_str().to_string()),
+            failure_policy: loaded.as_ref().map(|l| l.config.failure_policy.as_str().to_string()),
+            rule: None,
+            source: Source::Input,
+            outcome: String::new(),
+            verdict: Verdict::Deny,
+            reason: String::new(),
+            steps: Vec::new(),
+            duration_us: 0,
+        };
+
+        // Stage 1: the request itself.
+        let parsed = match check_request(req) {
+            Ok(p) => {
+                trace.step("request", "valid");
+                p
+            }
+            Err(why) => {
+                trace.step("request", &why);
+                self.counters.invalid_requests.fetch_add(1, Ordering::Relaxed);
+                report.outcome = "deny".into();
+                return self.finish(report, trace, Verdict::Deny, format!("invalid request: {why}"));
+            }
+        };
+        report.normalized = Some(parsed.0.to_string());
+        let (reference, digest) = parsed;
+
+        let Some(loaded) = loaded else {
+            let why = self
+                .current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .error
+                .clone()
+                .unwrap_or_else(|| "no config loaded".into());
+            trace.step("config", &why);
+            report.source = Source::FailurePolicy;
+            report.outcome = "error".into();
+            report.verdict = Verdict::Deny;
+            report.reason = format!("agent has no valid config: {why}");
+            report.steps = trace.steps;
+            self.record(&report);
+            return Response::Error { message: format!("{} (report {})", report.reason, report.id) };
+        };
+        let cfg = &loaded.config;
+
+        // Stages 2-4: allowlist, scope, verification.
+        let budget = Duration::from_millis(req.deadline_ms).min(MAX_REQUEST_DEADLINE);
+        let outcome = match tokio::time::timeout(budget, self.evaluate(cfg, &reference, &digest, &mut report, &mut trace)).await
+        {
+            Ok(o) => o,
+            Err(_) => {
+                trace.step("verify", "deadline reached");
+                Outcome::Error(VerifyError::Deadline(budget.as_millis() as u64).to_string())
+            }
+        };
+
+        // Stage 5: failure policy for errors.
+        let (verdict, reason) = match outcome {
+            Outcome::Allow(r) => {
+                report.outcome = "allow".into();
+                (Verdict::Allow, r)
+            }
+            Outcome::Deny(r) => {
+                report.outcome = "deny".into();
+                (Verdict::Deny, r)
+            }
+            Outcome::Error(e) => {
+                report.outcome = "error".into();
+                report.source = Source::FailurePolicy;
+                self.counters.failure_policy.fetch_add(1, Ordering::Relaxed);
+                let v = cfg.failure_policy.verdict();
+                let r = format!("{e}; failure policy {}", cfg.failure_policy.as_str());
+                trace.step("failure-policy", &format!("{} ({})", v.past_tense(), cfg.failure_policy.as_str()));
+                (v, r)
+            }
+        };
+
+        // Stage 6: mode.
+        let (verdict, reason) = match (cfg.mode, verdict) {
+            (Mode::Audit, Verdict::Deny) => {
+                self.counters.audit_would_deny.fetch_add(1, Ordering::Relaxed);
+                trace.step("mode", "audit: allowed what enforce would deny");
+                (Verdict::Allow, format!("audit mode, enforce would deny: {reason}"))
+            }
+            (m, v) => {
+                trace.step("mode", m.as_str());
+                (v, reason)
+            }
+        };
+        self.finish(report, trace, verdict, reason)
+    }
+
+    async fn evaluate(
+        &self,
+        cfg: &Config,
+        reference: &Reference,
+        digest: &Digest,
+        report: &mut Report,
+        trace: &mut Trace,
+    ) -> Outcome {
+        if let Some((i, p)) = cfg.allowlist.iter().enumerate().find(|(_, p)| p.matches(reference, digest)) {
+            report.rule = Some(format!("allowlist[{i}] {p}"));
+            report.source = Source::Allowlist;
+            trace.step("allowlist", &format!("matched allowlist[{i}] {p}"));
+            return Outcome::Allow(format!("allowlist entry {p}"));
+        }
+        trace.step("allowlist", "no match");
+        let Some(scope) = cfg.scopes.iter().find(|s| s.images.iter().any(|p| p.matches(reference, digest))) else {
+            report.rule = Some("defaultAction".into());
+            report.source = Source::Policy;
+            trace.step("scope", "no scope matches; defaultAction applies");
+            return match cfg.default_action {
+                DefaultAction::Allow => Outcome::Allow("no scope matches; defaultAction allow".into()),
+                DefaultAction::Deny => Outcome::Deny("no scope matches this image; defaultAction deny".into()),
+            };
+        };
+        report.rule = Some(format!("scope {}", scope.name));
+        trace.step("scope", &format!("matched scope {} ({})", scope.name, scope.action.kind()));
+        match &scope.action {
+            Action::Allow => {
+                report.source = Source::Policy;
+                Outcome::Allow(format!("scope {} allows it", scope.name))
+            }
+            Action::Deny { reason } => {
+                report.source = Source::Policy;
+                Outcome::Deny(match reason {
+                    Some(r) => format!("scope {}: {r}", scope.name),
+                    None => format!("scope {} denies it", scope.name),
+                })
+            }
+            Action::Verify(req) => {
+                report.source = Source::Verify;
+                // No verifier is built in yet: every required kind is missing.
+                let missing: Vec<&VerifierKind> = req.verifiers().iter().collect();
+                let combine = match req.combine() {
+                    Combine::All => "all of",
+                    Combine::Any => "any of",
+                };
+                let err =
+                    VerifyError::NoVerifier { kinds: missing.iter().map(|k| k.as_str().to_string()).collect() };
+                trace.step("verify", &format!("scope {} requires {combine} [{}]: {err}", scope.name, kinds(req.verifiers())));
+                Outcome::Error(format!("scope {}: {err}", scope.name))
+            }
+        }
+    }
+
+    fn finish(&self, mut report: Report, trace: Trace, verdict: Verdict, reason: String) -> Response {
+        match verdict {
+            Verdict::Allow => self.counters.allowed.fetch_add(1, Ordering::Relaxed),
+            Verdict::Deny => self.counters.denied.fetch_add(1, Ordering::Relaxed),
+        };
+        report.verdict = verdict;
+        report.reason = reason.clone();
+        report.duration_us = trace.received.elapsed().as_micros() as u64;
+        report.steps = trace.steps;
+        self.record(&report);
+        tracing::info!(
+            id = %report.id,
+            reference = %report.reference,
+            digest = %report.digest,
+            verdict = verdict.past_tense(),
+            rule = report.rule.as_deref().unwrap_or("-"),
+            generation = report.generation.as_deref().unwrap_or("-"),
+            duration_us = report.duration_us,
+            "{reason}"
+        );
+        Response::Decision(DecisionResponse { verdict, reason, report_id: report.id })
+    }
+
+    fn record(&self, report: &Report) {
+        if let Err(e) = self.log.append(report) {
+            self.counters.log_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(id = %report.id, error = %e, "cannot write the decision log; the decision stands");
+        }
+    }
+}
+
+fn kinds(k: &[VerifierKind]) -> String {
+    k.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Stage timings for a report.
+struct Trace {
+    received: Instant,
+    steps: Vec<Step>,
+}
+
+impl Trace {
+    fn step(&mut self, stage: &str, result: &str) {
+        self.steps.push(Step {
+            stage: stage.into(),
+            result: result.into(),
+            at_us: self.received.elapsed().as_micros() as u64,
+        });
+    }
+}
+
+/// Validates a request as the verifier should have: protocol version,
+/// reference and digest grammar, and the descriptor agreeing with `-digest`.
+fn check_request(req: &VerifyRequest) -> Result<(Reference, Digest), String> {
+    if req.version != PROTOCOL_VERSION {
+        return Err(format!("protocol version {} is not {PROTOCOL_VERSION}; upgrade pullgate-verifier", req.version));
+    }
+    let reference = Reference::parse(&req.reference).map_err(|e| format!("reference {:?}: {e}", req.reference))?;
+    let digest = Digest::parse(&req.digest).map_err(|e| format!("digest: {e}"))?;
+    if req.descriptor.digest != req.digest {
+        return Err(format!("descriptor digest {:?} differs from digest {}", req.descriptor.digest, req.digest));
+    }
+    if let Some(pinned) = reference.digest()
+        && *pinned != digest
+    {
+        return Err(format!("reference pins {pinned} but the pulled digest is {digest}"));
+    }
+    Ok((reference, digest))
+}
+
+/// The failure policy the engine would apply right now (for the server's
+/// own errors, like an unreadable request), if a config is loaded.
+pub fn failure_policy_of(engine: &Engine) -> Option<FailurePolicy> {
+    engine.loaded().map(|l| l.config.failure_policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pullgate_wire::Descriptor;
+
+    const D: &str = "sha256:b8479de3f88fb259a0a9ea82a5b2a052a1ef3c4ebbcfc61482d5ae4c831f8af9";
+
+    fn engine(toml: &str) -> (Engine, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pullgate.toml"), toml).unwrap();
+        let loaded = config::load_dir(dir.path());
+        let log = DecisionLog::open(dir.path(), 1 << 20).unwrap();
+        (Engine::new(dir.path().to_path_buf(), loaded, log), dir)
+    }
+
+    fn req(reference: &str) -> VerifyRequest {
+        VerifyRequest {
+            version: PROTOCOL_VERSION,
+            reference: reference.into(),
+            digest: D.into(),
+            descriptor: Descriptor {
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                digest: D.into(),
+                size: 517,
+            },
+            deadline_ms: 1000,
+        }
+    }
+
+    async fn decide(e: &Engine, r: &str) -> DecisionResponse {
+        match e.decide(&req(r), None).await {
+            Response::Decision(d) => d,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const POLICY: &str = r#"
+        allowlist = ["registry.k8s.io/pause:3.10"]
+        [[scopes]]
+        name = "acme"
+        images = ["ghcr.io/acme/**"]
+        action = "verify"
+        verify = { require = ["notation"] }
+        [[scopes]]
+        name = "internal"
+        images = ["registry.internal:5000/**"]
+        action = "allow"
+        [[scopes]]
+        name = "hub"
+        images = ["docker.io/**"]
+        action = "deny"
+        reason = "use the mirror"
+    "#;
+
+    #[tokio::test]
+    async fn pipeline_stages() {
+        let (e, dir) = engine(POLICY);
+        let d = decide(&e, "registry.k8s.io/pause:3.10").await;
+        assert_eq!(d.verdict, Verdict::Allow);
+        assert!(d.reason.contains("allowlist"), "{}", d.reason);
+        let d = decide(&e, "registry.internal:5000/x/y:1").await;
+        assert_eq!(d.verdict, Verdict::Allow);
+        assert!(d.reason.contains("scope internal"));
+        let d = decide(&e, "alpine").await;
+        assert_eq!(d.verdict, Verdict::Deny);
+        assert!(d.reason.contains("use the mirror"));
+        let d = decide(&e, "quay.io/other/x").await;
+        assert_eq!(d.verdict, Verdict::Deny);
+        assert!(d.reason.contains("defaultAction"));
+        let d = decide(&e, "ghcr.io/acme/app:v1").await;
+        assert_eq!(d.verdict, Verdict::Deny, "verify without verifiers fails closed");
+        assert!(d.reason.contains("no verifier configured for notation"), "{}", d.reason);
+        assert!(d.reason.contains("failure policy closed"));
+        let r = crate::report::find(dir.path(), &d.report_id).unwrap().unwrap();
+        assert_eq!(r.rule.as_deref(), Some("scope acme"));
+        assert_eq!(r.outcome, "error");
+        assert_eq!(r.source, Source::FailurePolicy);
+        assert!(r.steps.iter().any(|s| s.stage == "verify"));
+    }
+
+    #[tokio::test]
+    async fn failure_policy_open_and_audit_mode() {
+        let (e, _d) = engine(&format!("failurePolicy = \"open\"\n{POLICY}"));
+        let d = decide(&e, "ghcr.io/acme/app:v1").await;
+        assert_eq!(d.verdict, Verdict::Allow);
+        assert!(d.reason.contains("failure policy open"));
+        let (e, dir) = engine(&format!("mode = \"audit\"\n{POLICY}"));
+        let d = decide(&e, "alpine").await;
+        assert_eq!(d.verdict, Verdict::Allow);
+        assert!(d.reason.starts_with("audit mode, enforce would deny: scope hub"), "{}", d.reason);
+        let r = crate::report::find(dir.path(), &d.report_id).unwrap().unwrap();
+        assert_eq!(r.outcome, "deny", "the report keeps what enforce would have done");
+        assert_eq!(e.status().counters["auditWouldDeny"], 1);
+    }
+
+    #[tokio::test]
+    async fn invalid_requests_are_denied() {
+        let (e, _d) = engine(POLICY);
+        let mut r = req("registry.k8s.io/pause:3.10");
+        r.descriptor.digest = format!("sha256:{}", "0".repeat(64));
+        match e.decide(&r, None).await {
+            Response::Decision(d) => {
+                assert_eq!(d.verdict, Verdict::Deny);
+                assert!(d.reason.contains("descriptor digest"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut r = req("ghcr.io/acme/../x");
+        r.version = PROTOCOL_VERSION;
+        let d = match e.decide(&r, None).await {
+            Response::Decision(d) => d,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(d.verdict, Verdict::Deny);
+    }
+
+    #[tokio::test]
+    async fn no_config_is_an_error_and_reload_keeps_last_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = DecisionLog::open(dir.path(), 1 << 20).unwrap();
+        let e = Engine::new(dir.path().to_path_buf(), config::load_dir(dir.path()), log);
+        assert!(matches!(e.decide(&req("alpine"), None).await, Response::Error { .. }));
+        assert!(e.status().config_error.unwrap().contains("pullgate.toml"));
+        std::fs::write(dir.path().join("pullgate.toml"), "defaultAction = \"allow\"").unwrap();
+        let g = e.reload().unwrap().expect("generation changed");
+        assert_eq!(decide(&e, "alpine").await.verdict, Verdict::Allow);
+        std::fs::write(dir.path().join("pullgate.toml"), "defaultAction = \"sometimes\"").unwrap();
+        assert!(e.reload().is_err());
+        assert_eq!(decide(&e, "alpine").await.verdict, Verdict::Allow, "last known good stays");
+        let s = e.status();
+        assert_eq!(s.generation.as_deref(), Some(g.as_str()));
+        assert!(s.config_error.unwrap().contains("sometimes"));
+    }
+}

@@ -1,0 +1,318 @@
+//! Decision reports, their ids, and the JSON-lines decision log.
+//!
+//! Every decision gets a [`Report`] with an id, the inputs, the rule that
+//! matched, each step taken and its timing. Reports are appended, one JSON
+//! object per line, to `decisions.jsonl` in the state directory before the
+//! verifier gets its answer, so `pullgate-agent explain ID` can always find
+//! the decision a user was just shown. The log rotates to `decisions.jsonl.1`
+//! at a size limit; `explain` searches both.
+
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// File name of the current decision log.
+pub const LOG_FILE: &str = "decisions.jsonl";
+/// Default size at which the log rotates.
+pub const DEFAULT_ROTATE_BYTES: u64 = 32 * 1024 * 1024;
+/// Longest log line `explain` will parse.
+const MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// Where a decision came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// The agent's allowlist.
+    Allowlist,
+    /// A scope's allow or deny action, or the default action.
+    Policy,
+    /// The outcome of verification.
+    Verify,
+    /// No decision could be reached; the failure policy answered.
+    FailurePolicy,
+    /// The request itself was invalid.
+    Input,
+}
+
+/// One step of the pipeline, for the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Pipeline stage (`request`, `allowlist`, `scope`, `verify`, `failure-policy`, `mode`).
+    pub stage: String,
+    /// What the stage concluded.
+    pub result: String,
+    /// Microseconds since the request was received when the stage ended.
+    pub at_us: u64,
+}
+
+/// The full record of one decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Unique id (`explain ID`).
+    pub id: String,
+    /// RFC 3339 time the request was received.
+    pub time: String,
+    /// Config generation in force, if any.
+    pub generation: Option<String>,
+    /// `-name` as containerd passed it.
+    pub reference: String,
+    /// The normalised reference, when it parsed.
+    pub normalized: Option<String>,
+    /// `-digest` as containerd passed it.
+    pub digest: String,
+    /// Media type of the top-level descriptor.
+    pub media_type: String,
+    /// Size of the top-level descriptor.
+    pub size: u64,
+    /// Peer uid and pid on the socket.
+    pub peer: Option<Peer>,
+    /// `enforce` or `audit`.
+    pub mode: Option<String>,
+    /// `open` or `closed`.
+    pub failure_policy: Option<String>,
+    /// The rule that applied (`allowlist[2] ghcr.io/…`, `scope acme`, `defaultAction`).
+    pub rule: Option<String>,
+    /// Where the verdict came from.
+    pub source: Source,
+    /// What policy concluded before mode was applied: `allow`, `deny` or `error`.
+    pub outcome: String,
+    /// The final verdict (`allow` / `deny`).
+    pub verdict: pullgate_wire::Verdict,
+    /// The one-line reason given to containerd.
+    pub reason: String,
+    /// Every stage, in order.
+    pub steps: Vec<Step>,
+    /// Total time spent, in microseconds.
+    pub duration_us: u64,
+}
+
+/// The client on the other end of the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Effective uid.
+    pub uid: u32,
+    /// Process id, when the kernel reported one.
+    pub pid: Option<i32>,
+}
+
+/// Makes report ids: milliseconds since the epoch and a per-process counter,
+/// with the process id mixed in so two agents never collide.
+pub struct IdGenerator {
+    prefix: String,
+    counter: AtomicU64,
+}
+
+impl Default for IdGenerator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl IdGenerator {
+    /// A generator for this process.
+    pub fn new() -> IdGenerator {
+        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        IdGenerator { prefix: format!("{ms:x}{:04x}", std::process::id() & 0xffff), counter: AtomicU64::new(0) }
+    }
+
+    /// The next id, e.g. `d-19a8c2f01b2c1f3a-7`.
+    pub fn next_id(&self) -> String {
+        format!("d-{}-{}", self.prefix, self.counter.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Why the decision log could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// Opening, writing or rotating failed.
+    #[error("decision log {path}: {source}")]
+    Io {
+        /// The log file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A report could not be encoded.
+    #[error("encoding report {id}: {source}")]
+    Encode {
+        /// The report id.
+        id: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Appends reports to `decisions.jsonl`, one `write` per report, rotating at a size limit.
+pub struct DecisionLog {
+    path: PathBuf,
+    rotate_bytes: u64,
+    file: Mutex<(File, u64)>,
+}
+
+impl DecisionLog {
+    /// Opens (creating, mode 0640) the log in `state_dir`.
+    pub fn open(state_dir: &Path, rotate_bytes: u64) -> Result<DecisionLog, LogError> {
+        let path = state_dir.join(LOG_FILE);
+        let file = open_append(&path)?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(DecisionLog { path, rotate_bytes, file: Mutex::new((file, len)) })
+    }
+
+    /// Appends one report. The write completes before this returns.
+    pub fn append(&self, report: &Report) -> Result<(), LogError> {
+        let mut line =
+            serde_json::to_vec(report).map_err(|source| LogError::Encode { id: report.id.clone(), source })?;
+        line.push(b'\n');
+        let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.1 + line.len() as u64 > self.rotate_bytes && guard.1 > 0 {
+            let rotated = self.path.with_extension("jsonl.1");
+            std::fs::rename(&self.path, &rotated).map_err(|source| LogError::Io { path: self.path.clone(), source })?;
+            *guard = (open_append(&self.path)?, 0);
+        }
+        guard.0.write_all(&line).map_err(|source| LogError::Io { path: self.path.clone(), source })?;
+        guard.1 += line.len() as u64;
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> Result<File, LogError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(|source| LogError::Io { path: path.to_path_buf(), source })
+}
+
+/// Finds the report with this id, or the newest report for this digest,
+/// searching the current log and then the rotated one.
+pub fn find(state_dir: &Path, id_or_digest: &str) -> Result<Option<Report>, LogError> {
+    let by_digest = id_or_digest.contains(':');
+    for name in [LOG_FILE.to_string(), format!("{LOG_FILE}.1")] {
+        let path = state_dir.join(&name);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(LogError::Io { path, source }),
+        };
+        let mut newest = None;
+        let mut reader = BufReader::new(file);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let n = (&mut reader)
+                .take(MAX_LINE_BYTES as u64)
+                .read_until(b'\n', &mut buf)
+                .map_err(|source| LogError::Io { path: path.clone(), source })?;
+            if n == 0 {
+                break;
+            }
+            // A torn last line (crash mid-write) or a foreign line is skipped.
+            let Ok(r) = serde_json::from_slice::<Report>(&buf) else { continue };
+            if by_digest {
+                if r.digest == id_or_digest {
+                    newest = Some(r);
+                }
+            } else if r.id == id_or_digest {
+                return Ok(Some(r));
+            }
+        }
+        if newest.is_some() {
+            return Ok(newest);
+        }
+    }
+    Ok(None)
+}
+
+use std::io::Read as _;
+
+/// Human-readable rendering of a report for `explain`.
+pub fn render(r: &Report) -> String {
+    let mut s = String::new();
+    let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+    s.push_str(&format!("decision   {}\n", r.id));
+    s.push_str(&format!("time       {}\n", r.time));
+    s.push_str(&format!("image      {}\n", r.reference));
+    s.push_str(&format!("normalized {}\n", opt(&r.normalized)));
+    s.push_str(&format!("digest     {} ({}, {} bytes)\n", r.digest, r.media_type, r.size));
+    if let Some(p) = r.peer {
+        s.push_str(&format!("peer       uid {} pid {}\n", p.uid, p.pid.map_or("-".into(), |p| p.to_string())));
+    }
+    s.push_str(&format!("generation {}\n", opt(&r.generation)));
+    s.push_str(&format!("mode       {} (failure policy {})\n", opt(&r.mode), opt(&r.failure_policy)));
+    s.push_str(&format!("rule       {}\n", opt(&r.rule)));
+    s.push_str(&format!("outcome    {} (source {:?})\n", r.outcome, r.source));
+    s.push_str(&format!("verdict    {} — {}\n", r.verdict.past_tense(), r.reason));
+    s.push_str("steps:\n");
+    for st in &r.steps {
+        s.push_str(&format!("  {:>8} µs  {:<15} {}\n", st.at_us, st.stage, st.result));
+    }
+    s.push_str(&format!("took {} µs\n", r.duration_us));
+    s
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(id: &str, digest: &str) -> Report {
+        Report {
+            id: id.into(),
+            time: now_rfc3339(),
+            generation: Some("g".into()),
+            reference: "a".into(),
+            normalized: None,
+            digest: digest.into(),
+            media_type: "m".into(),
+            size: 1,
+            peer: None,
+            mode: None,
+            failure_policy: None,
+            rule: None,
+            source: Source::Policy,
+            outcome: "deny".into(),
+            verdict: pullgate_wire::Verdict::Deny,
+            reason: "r".into(),
+            steps: vec![],
+            duration_us: 1,
+        }
+    }
+
+    #[test]
+    fn append_find_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = DecisionLog::open(dir.path(), 600).unwrap();
+        for i in 0..10 {
+            log.append(&report(&format!("id{i}"), if i % 2 == 0 { "sha256:even" } else { "sha256:odd" })).unwrap();
+        }
+        assert!(dir.path().join("decisions.jsonl.1").exists(), "rotated");
+        assert_eq!(find(dir.path(), "id9").unwrap().unwrap().id, "id9");
+        assert_eq!(find(dir.path(), "sha256:even").unwrap().unwrap().id, "id8");
+        assert!(find(dir.path(), "nope").unwrap().is_none());
+        // A torn line does not hide the others.
+        std::fs::OpenOptions::new().append(true).open(dir.path().join(LOG_FILE)).unwrap().write_all(b"{\"id\":").unwrap();
+        assert_eq!(find(dir.path(), "id9").unwrap().unwrap().id, "id9");
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        let g = IdGenerator::new();
+        let a = g.next_id();
+        assert_ne!(a, g.next_id());
+        assert!(a.starts_with("d-"));
+    }
+}
