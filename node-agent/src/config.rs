@@ -294,7 +294,8 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, ConfigError> {
     let Some((_, main)) = files.iter().find(|(name, _)| name == CONFIG_FILE) else {
         return Err(ConfigError::Missing { dir: dir.to_path_buf() });
     };
-    let (config, warnings) = parse_main(main).map_err(|issues| ConfigError::Invalid { dir: dir.to_path_buf(), issues })?;
+    let (config, warnings) =
+        parse_main(main).map_err(|issues| ConfigError::Invalid { dir: dir.to_path_buf(), issues })?;
     Ok(Loaded { config, generation: generation_id(&files), dir: dir.to_path_buf(), warnings })
 }
 
@@ -312,7 +313,10 @@ pub fn parse_main(bytes: &[u8]) -> Result<(Config, Vec<Issue>), Vec<Issue>> {
 
     let allowed_uids = raw.allowed_uids.unwrap_or_else(|| vec![0]);
     if allowed_uids.is_empty() {
-        issues.push(issue("allowedUids", "empty list would refuse every client; list at least one uid (0 for root)".into()));
+        issues.push(issue(
+            "allowedUids",
+            "empty list would refuse every client; list at least one uid (0 for root)".into(),
+        ));
     }
     if raw.allowlist.len() > MAX_ENTRIES {
         issues.push(issue("allowlist", format!("{} entries, more than {MAX_ENTRIES}", raw.allowlist.len())));
@@ -344,7 +348,10 @@ pub fn parse_main(bytes: &[u8]) -> Result<(Config, Vec<Issue>), Vec<Issue>> {
     for (i, s) in raw.scopes.into_iter().enumerate() {
         let at = |f: &str| format!("scopes[{i}].{f}");
         let before = issues.len();
-        if s.name.is_empty() || s.name.len() > 64 || !s.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        if s.name.is_empty()
+            || s.name.len() > 64
+            || !s.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
             issues.push(issue(&at("name"), format!("{:?} must be 1-64 characters of letters, digits, - _ .", s.name)));
         } else if !names.insert(s.name.clone()) {
             issues.push(issue(&at("name"), format!("{:?} is used by an earlier scope; names must be unique", s.name)));
@@ -374,17 +381,17 @@ pub fn parse_main(bytes: &[u8]) -> Result<(Config, Vec<Issue>), Vec<Issue>> {
             raw::ActionKind::Allow => Some(Action::Allow),
             raw::ActionKind::Deny => match s.reason {
                 Some(r) if r.len() > MAX_REASON_LEN || r.chars().any(char::is_control) => {
-                    issues.push(issue(
-                        &at("reason"),
-                        format!("must be one line of at most {MAX_REASON_LEN} bytes"),
-                    ));
+                    issues.push(issue(&at("reason"), format!("must be one line of at most {MAX_REASON_LEN} bytes")));
                     None
                 }
                 reason => Some(Action::Deny { reason }),
             },
             raw::ActionKind::Verify => match s.verify {
                 None => {
-                    issues.push(issue(&at("verify"), "action = \"verify\" needs a verify table with require = [...]".into()));
+                    issues.push(issue(
+                        &at("verify"),
+                        "action = \"verify\" needs a verify table with require = [...]".into(),
+                    ));
                     None
                 }
                 Some(v) if v.require.is_empty() => {
@@ -454,7 +461,10 @@ pub fn read_tree(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, ConfigError> {
             let meta = std::fs::metadata(&full).map_err(|source| ConfigError::Read { path: full.clone(), source })?;
             if meta.is_dir() {
                 if depth >= 8 {
-                    return Err(ConfigError::TooLarge { dir: dir.into(), why: format!("{child_rel} is nested more than 8 levels deep") });
+                    return Err(ConfigError::TooLarge {
+                        dir: dir.into(),
+                        why: format!("{child_rel} is nested more than 8 levels deep"),
+                    });
                 }
                 stack.push((full, child_rel, depth + 1));
             } else if meta.is_file() {

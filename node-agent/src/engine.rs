@@ -8,7 +8,9 @@
 use crate::config::{self, Action, Combine, Config, DefaultAction, Loaded, Mode, VerifierKind};
 use crate::report::{DecisionLog, IdGenerator, Peer, Report, Source, Step};
 use pullgate_reference::{Digest, Reference};
-use pullgate_wire::{DecisionResponse, FailurePolicy, PROTOCOL_VERSION, Response, StatusResponse, Verdict, VerifyRequest};
+use pullgate_wire::{
+    DecisionResponse, FailurePolicy, PROTOCOL_VERSION, Response, StatusResponse, Verdict, VerifyRequest,
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -219,7 +221,11 @@ impl Engine {
 
         // Stages 2-4: allowlist, scope, verification.
         let budget = Duration::from_millis(req.deadline_ms).min(MAX_REQUEST_DEADLINE);
-        let outcome = match tokio::time::timeout(budget, self.evaluate(cfg, &reference, &digest, &mut report, &mut trace)).await
+        let outcome = match tokio::time::timeout(
+            budget,
+            self.evaluate(cfg, &reference, &digest, &mut report, &mut trace),
+        )
+        .await
         {
             Ok(o) => o,
             Err(_) => {
@@ -310,9 +316,11 @@ impl Engine {
                     Combine::All => "all of",
                     Combine::Any => "any of",
                 };
-                let err =
-                    VerifyError::NoVerifier { kinds: missing.iter().map(|k| k.as_str().to_string()).collect() };
-                trace.step("verify", &format!("scope {} requires {combine} [{}]: {err}", scope.name, kinds(req.verifiers())));
+                let err = VerifyError::NoVerifier { kinds: missing.iter().map(|k| k.as_str().to_string()).collect() };
+                trace.step(
+                    "verify",
+                    &format!("scope {} requires {combine} [{}]: {err}", scope.name, kinds(req.verifiers())),
+                );
                 Outcome::Error(format!("scope {}: {err}", scope.name))
             }
         }

@@ -304,7 +304,12 @@ mod tests {
         assert_eq!(find(dir.path(), "sha256:even").unwrap().unwrap().id, "id8");
         assert!(find(dir.path(), "nope").unwrap().is_none());
         // A torn line does not hide the others.
-        std::fs::OpenOptions::new().append(true).open(dir.path().join(LOG_FILE)).unwrap().write_all(b"{\"id\":").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(LOG_FILE))
+            .unwrap()
+            .write_all(b"{\"id\":")
+            .unwrap();
         assert_eq!(find(dir.path(), "id9").unwrap().unwrap().id, "id9");
     }
 

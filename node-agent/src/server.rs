@@ -102,13 +102,19 @@ pub fn bind(opts: &ServerOptions) -> Result<UnixListener, ServerError> {
         nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
             .map_err(|e| io("setting the group of", std::io::Error::from(e)))?;
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(opts.mode)).map_err(|e| io("setting the mode of", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(opts.mode))
+        .map_err(|e| io("setting the mode of", e))?;
     std_listener.set_nonblocking(true).map_err(|e| io("configuring", e))?;
     UnixListener::from_std(std_listener).map_err(|e| io("registering", e))
 }
 
 /// Serves until `shutdown` turns true, then drains and removes the socket.
-pub async fn serve(listener: UnixListener, engine: Arc<Engine>, opts: ServerOptions, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: UnixListener,
+    engine: Arc<Engine>,
+    opts: ServerOptions,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(opts.max_connections));
     tracing::info!(socket = %opts.path.display(), mode = format!("{:o}", opts.mode), "listening");
     loop {
@@ -141,7 +147,10 @@ pub async fn serve(listener: UnixListener, engine: Arc<Engine>, opts: ServerOpti
     tracing::info!(in_flight, "draining");
     let all = u32::try_from(opts.max_connections).unwrap_or(u32::MAX);
     if tokio::time::timeout(opts.drain_timeout, slots.acquire_many(all)).await.is_err() {
-        tracing::warn!(timeout_ms = opts.drain_timeout.as_millis() as u64, "drain timed out; abandoning in-flight requests");
+        tracing::warn!(
+            timeout_ms = opts.drain_timeout.as_millis() as u64,
+            "drain timed out; abandoning in-flight requests"
+        );
     }
 }
 

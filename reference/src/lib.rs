@@ -134,9 +134,7 @@ impl Digest {
             "sha512" => DigestAlgorithm::Sha512,
             other => {
                 let well_formed = !other.is_empty()
-                    && other
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b));
+                    && other.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b));
                 return Err(if well_formed {
                     ReferenceError::UnsupportedAlgorithm(other.to_string())
                 } else {
@@ -144,9 +142,7 @@ impl Digest {
                 });
             }
         };
-        if hex.len() != algorithm.hex_len()
-            || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if hex.len() != algorithm.hex_len() || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(ReferenceError::InvalidDigest(s.to_string()));
         }
         Ok(Digest { algorithm, hex: hex.to_string() })
@@ -334,7 +330,10 @@ fn validate_host(h: &str) -> Result<(), ReferenceError> {
         }
     };
     if let Some(p) = port
-        && (p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u32>().map_or(true, |v| v == 0 || v > 65535))
+        && (p.is_empty()
+            || p.len() > 5
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || p.parse::<u32>().map_or(true, |v| v == 0 || v > 65535))
     {
         return Err(bad());
     }

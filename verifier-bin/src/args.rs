@@ -90,7 +90,11 @@ mod tests {
     #[test]
     fn rejects() {
         assert_eq!(p(&["-name", "a", "-digest", "d"]).unwrap_err(), "missing -stdin-media-type");
-        assert!(p(&["-name", "a", "-digest", "d", "-stdin-media-type", "m", "-x", "y"]).unwrap_err().contains("unknown flag -x"));
+        assert!(
+            p(&["-name", "a", "-digest", "d", "-stdin-media-type", "m", "-x", "y"])
+                .unwrap_err()
+                .contains("unknown flag -x")
+        );
         assert!(p(&["-name"]).unwrap_err().contains("needs a value"));
         assert!(p(&["-name", "a", "-name", "b"]).unwrap_err().contains("twice"));
         assert!(p(&["stray"]).unwrap_err().contains("unexpected argument"));

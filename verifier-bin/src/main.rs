@@ -38,7 +38,8 @@ fn main() {
         std::process::exit(0);
     }
 
-    let config_path = std::env::var_os(CONFIG_PATH_ENV).map(PathBuf::from).unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
+    let config_path =
+        std::env::var_os(CONFIG_PATH_ENV).map(PathBuf::from).unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
     let config = match VerifierConfig::load(&config_path) {
         Ok(c) => c,
         Err(e) => finish(Outcome::local(
@@ -56,7 +57,9 @@ fn main() {
     };
     let label = format!("{}@{}", args.name, args.digest);
     output::set_label(&label);
-    let deny = |why: String| -> ! { finish(Outcome::local(Verdict::Deny, Some(&label), format!("malformed invocation: {why}"))) };
+    let deny = |why: String| -> ! {
+        finish(Outcome::local(Verdict::Deny, Some(&label), format!("malformed invocation: {why}")))
+    };
 
     let reference = Reference::parse(&args.name).unwrap_or_else(|e| deny(format!("-name {:?}: {e}", args.name)));
     let digest = Digest::parse(&args.digest).unwrap_or_else(|e| deny(format!("-digest: {e}")));
@@ -94,9 +97,11 @@ fn main() {
         Ok(Response::Error { message }) => {
             finish(Outcome::failure(config.failure_policy, &label, format!("agent refused the request: {message}")))
         }
-        Ok(Response::Status(_)) => {
-            finish(Outcome::failure(config.failure_policy, &label, "agent answered with a status, not a decision".into()))
-        }
+        Ok(Response::Status(_)) => finish(Outcome::failure(
+            config.failure_policy,
+            &label,
+            "agent answered with a status, not a decision".into(),
+        )),
         Err(e) => finish(Outcome::failure(config.failure_policy, &label, e)),
     }
 }

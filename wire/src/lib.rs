@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 mod verifier_config;
-pub use verifier_config::{ConfigError, VerifierConfig, DEFAULT_CONFIG_PATH, CONFIG_PATH_ENV, DEFAULT_SOCKET_PATH};
+pub use verifier_config::{CONFIG_PATH_ENV, ConfigError, DEFAULT_CONFIG_PATH, DEFAULT_SOCKET_PATH, VerifierConfig};
 
 /// Version of the request/response protocol. The agent rejects other versions.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -180,7 +180,8 @@ mod tests {
 
     #[test]
     fn response_json_shape_is_stable() {
-        let r = Response::Decision(DecisionResponse { verdict: Verdict::Deny, reason: "x".into(), report_id: "id".into() });
+        let r =
+            Response::Decision(DecisionResponse { verdict: Verdict::Deny, reason: "x".into(), report_id: "id".into() });
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(s, r#"{"type":"decision","verdict":"deny","reason":"x","reportId":"id"}"#);
         let e: Response = serde_json::from_str(r#"{"type":"error","message":"m"}"#).unwrap();
