@@ -60,6 +60,7 @@ struct Counters {
     log_errors: AtomicU64,
     reloads: AtomicU64,
     reload_failures: AtomicU64,
+    sync_errors: AtomicU64,
 }
 
 /// Decides on pulls. Cheap to share behind an `Arc`.
@@ -108,6 +109,22 @@ impl Engine {
         self.counters.refused_peers.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a config sync error (API server unreachable, a Secret that
+    /// cannot be parsed, a generation that cannot be written).
+    pub fn count_sync_error(&self) {
+        self.counters.sync_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a newer config that was rejected before it reached the config
+    /// directory (Kubernetes mode validates each generation before switching
+    /// to it): the config in force stays, `status` shows `why`, and it counts
+    /// as a reload failure.
+    pub fn reject(&self, why: String) {
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        cur.error = Some(why);
+        self.counters.reload_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Re-reads the config directory. An invalid config is not applied: the
     /// last good one stays in force and the error is kept for `status`.
     /// Returns the new generation when it changed.
@@ -145,6 +162,7 @@ impl Engine {
             ("logErrors".to_string(), c.log_errors.load(Ordering::Relaxed)),
             ("reloads".to_string(), c.reloads.load(Ordering::Relaxed)),
             ("reloadFailures".to_string(), c.reload_failures.load(Ordering::Relaxed)),
+            ("syncErrors".to_string(), c.sync_errors.load(Ordering::Relaxed)),
         ]);
         StatusResponse {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
