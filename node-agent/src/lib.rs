@@ -6,6 +6,8 @@
 //!   failure policy → mode) and its counters;
 //! * [`report`] — decision reports, ids and the JSON-lines decision log;
 //! * [`server`] — the Unix socket: peers, framing, limits, drain;
+//! * [`sync`] — config sources: Kubernetes ConfigMaps and pull Secrets,
+//!   generations on disk, reload when a config directory changes;
 //! * [`cli`] — the commands behind the thin `main`.
 
 pub mod cli;
@@ -13,3 +15,4 @@ pub mod config;
 pub mod engine;
 pub mod report;
 pub mod server;
+pub mod sync;
