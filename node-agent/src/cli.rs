@@ -1,12 +1,16 @@
 //! The agent's commands: `run`, `check-config`, `explain`, `status`.
 //!
 //! Exit codes: 0 success, 1 runtime failure, 64 invalid config or usage
-//! (the config is always validated before anything binds).
+//! (in standalone mode the config is validated before anything binds; in
+//! Kubernetes mode the agent starts without one and answers with errors, so
+//! the verifier's failure policy applies, until a valid config is synced).
 
 use crate::config::{self, ConfigError};
 use crate::engine::Engine;
 use crate::report::{self, DecisionLog};
 use crate::server::{self, ServerOptions};
+use crate::sync::kube::{DEFAULT_AUTH_SELECTOR, DEFAULT_CONFIG_SELECTOR, KubeOptions};
+use crate::sync::{self, RegistryCredentials, generation::Generations};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use pullgate_wire::{DEFAULT_SOCKET_PATH, PROTOCOL_VERSION, Request, Response};
@@ -44,9 +48,23 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the daemon: serve decisions on the socket.
     Run {
-        /// Config directory holding pullgate.toml (standalone mode).
-        #[arg(long, value_name = "DIR")]
-        config_dir: PathBuf,
+        /// Config directory holding pullgate.toml (standalone mode); re-read
+        /// when it changes and on SIGHUP.
+        #[arg(long, value_name = "DIR", required_unless_present = "kubernetes", conflicts_with = "kubernetes")]
+        config_dir: Option<PathBuf>,
+        /// Kubernetes mode: sync the config from labelled ConfigMaps and
+        /// registry credentials from labelled pull Secrets in the agent's namespace.
+        #[arg(long)]
+        kubernetes: bool,
+        /// Namespace to watch in Kubernetes mode [default: $POD_NAMESPACE].
+        #[arg(long, value_name = "NAMESPACE", requires = "kubernetes")]
+        namespace: Option<String>,
+        /// Label selector of the config ConfigMaps (Kubernetes mode).
+        #[arg(long, value_name = "SELECTOR", default_value = DEFAULT_CONFIG_SELECTOR)]
+        config_selector: String,
+        /// Label selector of the registry pull Secrets (Kubernetes mode).
+        #[arg(long, value_name = "SELECTOR", default_value = DEFAULT_AUTH_SELECTOR)]
+        auth_selector: String,
         /// Socket path pullgate-verifier connects to.
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET_PATH)]
         socket: PathBuf,
@@ -96,18 +114,56 @@ pub enum Command {
 /// Runs a parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Run { config_dir, socket, socket_group, state_dir, drain_timeout, read_timeout, log_format } => {
+        Command::Run {
+            config_dir,
+            kubernetes,
+            namespace,
+            config_selector,
+            auth_selector,
+            socket,
+            socket_group,
+            state_dir,
+            drain_timeout,
+            read_timeout,
+            log_format,
+        } => {
             init_tracing(log_format);
-            let loaded = match config::load_dir(&config_dir) {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("pullgate-agent: {e}");
+            let source = match (config_dir, kubernetes) {
+                (Some(config_dir), false) => {
+                    let loaded = match config::load_dir(&config_dir) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            eprintln!("pullgate-agent: {e}");
+                            return ExitCode::from(EXIT_CONFIG);
+                        }
+                    };
+                    for w in &loaded.warnings {
+                        tracing::warn!(config = %config_dir.display(), "{w}");
+                    }
+                    Source::Dir(config_dir, Box::new(loaded))
+                }
+                (None, true) => {
+                    let namespace = namespace.or_else(|| std::env::var("POD_NAMESPACE").ok()).unwrap_or_default();
+                    if namespace.is_empty() {
+                        eprintln!(
+                            "pullgate-agent: --kubernetes needs the agent's namespace: set POD_NAMESPACE (downward API) or pass --namespace"
+                        );
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                    if config_selector.trim().is_empty() || auth_selector.trim().is_empty() {
+                        eprintln!("pullgate-agent: --config-selector and --auth-selector must not be empty");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                    let mut k = KubeOptions::new(namespace, state_dir.clone(), instance_name());
+                    k.config_selector = config_selector;
+                    k.auth_selector = auth_selector;
+                    Source::Kubernetes(k)
+                }
+                _ => {
+                    eprintln!("pullgate-agent: run needs exactly one of --config-dir DIR and --kubernetes");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            for w in &loaded.warnings {
-                tracing::warn!(config = %config_dir.display(), "{w}");
-            }
             let mut opts = ServerOptions::new(socket);
             opts.drain_timeout = drain_timeout;
             opts.read_timeout = read_timeout;
@@ -115,7 +171,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 opts.group = Some(g);
                 opts.mode = 0o660;
             }
-            match run(config_dir, loaded, state_dir, opts) {
+            match run(source, state_dir, opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -150,22 +206,93 @@ fn init_tracing(format: LogFormat) {
     };
 }
 
-fn run(config_dir: PathBuf, loaded: config::Loaded, state_dir: PathBuf, opts: ServerOptions) -> anyhow::Result<()> {
+/// Where the running agent's config comes from.
+enum Source {
+    /// Standalone: a config directory, already loaded and valid.
+    Dir(PathBuf, Box<config::Loaded>),
+    /// Kubernetes: ConfigMaps synced into `<state-dir>/config/current`.
+    Kubernetes(KubeOptions),
+}
+
+/// Who reports Kubernetes Events: `$NODE_NAME` (downward API), else the host name.
+fn instance_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// A Kubernetes client from the in-cluster service account or `$KUBECONFIG`.
+async fn kube_client() -> anyhow::Result<::kube::Client> {
+    let mut config = ::kube::Config::infer().await.context(
+        "finding the Kubernetes API server: run in a pod with a service account, or set KUBECONFIG",
+    )?;
+    config.connect_timeout = Some(Duration::from_secs(10));
+    ::kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+fn run(source: Source, state_dir: PathBuf, opts: ServerOptions) -> anyhow::Result<()> {
     create_private_dir(&state_dir).with_context(|| format!("creating state directory {}", state_dir.display()))?;
     let log = DecisionLog::open(&state_dir, report::DEFAULT_ROTATE_BYTES)?;
-    tracing::info!(generation = %loaded.generation, mode = loaded.config.mode.as_str(), config = %config_dir.display(), "config loaded");
-    let engine = Arc::new(Engine::new(config_dir, Ok(loaded), log));
+    let (config_dir, initial) = match &source {
+        Source::Dir(dir, loaded) => (dir.clone(), Ok((**loaded).clone())),
+        Source::Kubernetes(k) => {
+            // The engine reads the `current` symlink, which may not exist yet.
+            let current = Generations::new(&state_dir).current_link();
+            let initial = if std::fs::symlink_metadata(&current).is_ok() {
+                config::load_dir(&current)
+            } else {
+                Err(config::ConfigError::Read {
+                    path: current.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!(
+                            "no config synced yet from ConfigMaps labelled {} in namespace {}",
+                            k.config_selector, k.namespace
+                        ),
+                    ),
+                })
+            };
+            (current, initial)
+        }
+    };
+    match &initial {
+        Ok(l) => tracing::info!(generation = %l.generation, mode = l.config.mode.as_str(), config = %config_dir.display(), "config loaded"),
+        Err(e) => tracing::warn!("starting without a config, answering with errors until one is synced: {e}"),
+    }
+    let engine = Arc::new(Engine::new(config_dir, initial, log));
+    // Filled from pull Secrets in Kubernetes mode; the registry keychain reads it.
+    let credentials = RegistryCredentials::new();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        let client = match &source {
+            Source::Kubernetes(_) => Some(kube_client().await?),
+            Source::Dir(..) => None,
+        };
         let listener = server::bind(&opts)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let sync_task = match (source, client) {
+            (Source::Kubernetes(k), Some(client)) => {
+                tokio::spawn(sync::kube::run(client, k, engine.clone(), credentials, rx.clone()))
+            }
+            (Source::Dir(dir, _), _) => {
+                tokio::spawn(sync::watch::run(dir, engine.clone(), sync::watch::DEFAULT_DEBOUNCE, rx.clone()))
+            }
+            (Source::Kubernetes(_), None) => bail!("no Kubernetes client"),
+        };
         let signals = tokio::spawn(handle_signals(engine.clone(), tx));
         server::serve(listener, engine, opts, rx).await;
+        // Aborting the signal task drops the shutdown sender: the sync stops too.
         signals.abort();
+        if tokio::time::timeout(Duration::from_secs(5), sync_task).await.is_err() {
+            tracing::warn!("the config sync did not stop within 5 s");
+        }
         tracing::info!("stopped");
         Ok(())
     })
@@ -260,8 +387,10 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
             println!("uptime      {}", humantime::format_duration(Duration::from_secs(st.uptime_secs)));
             println!("generation  {}", st.generation.as_deref().unwrap_or("none"));
             println!("mode        {}", st.mode.as_deref().unwrap_or("-"));
-            if let Some(e) = &st.config_error {
-                println!("config      REJECTED: {e}");
+            match (&st.config_error, &st.generation) {
+                (Some(e), Some(_)) => println!("config      newest REJECTED, last good in force: {e}"),
+                (Some(e), None) => println!("config      NONE, every pull gets the failure policy: {e}"),
+                (None, _) => {}
             }
             for (k, v) in &st.counters {
                 println!("{k:<20}{v}");
