@@ -1,0 +1,819 @@
+//! The distribution-API client: requests with deadlines, auth, retries,
+//! per-registry concurrency limits, bounded bodies and digest checks.
+//!
+//! Built on reqwest (rustls with aws-lc-rs) rather than on oci-client's
+//! `Client`: oci-client stores one credential per registry host (the first
+//! repository's credentials would be used for every repository of that
+//! host), falls back from the referrers API only on 404, does not follow
+//! `Link` pagination, and ignores a token's `expires_in`. Each of those is a
+//! correctness problem for a verifier, so this module owns the transport.
+
+use crate::auth::{self, Challenge, Credential, Keychain, TokenCache};
+use crate::types::{Descriptor, Index, MANIFEST_MEDIA_TYPES, Manifest, OCI_INDEX, Referrers, ReferrersSource};
+use crate::{Repository, digest_of};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// Largest manifest or index accepted.
+pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+/// Most referrers pages followed.
+pub const MAX_REFERRER_PAGES: usize = 16;
+/// Most referrer descriptors kept.
+pub const MAX_REFERRERS: usize = 1024;
+/// Largest token-endpoint answer accepted.
+const MAX_TOKEN_BYTES: u64 = 256 * 1024;
+/// Largest error body kept for messages.
+const MAX_ERROR_BODY: usize = 512;
+/// Attempts for throttled (429/503) or unreachable requests.
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Per-registry connection settings.
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    /// Plain HTTP instead of HTTPS. Only for registries explicitly listed as insecure.
+    pub insecure: bool,
+    /// Extra CA certificates (PEM) trusted for this registry, on top of the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Most concurrent requests to this registry (default [`ClientOptions::default_concurrency`]).
+    pub max_concurrency: Option<usize>,
+}
+
+/// Client-wide settings.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Settings by registry host (`host[:port]`).
+    pub hosts: HashMap<String, HostOptions>,
+    /// Concurrent requests per registry when not set per host.
+    pub default_concurrency: usize,
+    /// Connect timeout for every request.
+    pub connect_timeout: Duration,
+    /// User-Agent header.
+    pub user_agent: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            hosts: HashMap::new(),
+            default_concurrency: 8,
+            connect_timeout: Duration::from_secs(5),
+            user_agent: format!("pullgate/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Why a registry operation failed. Every variant names the registry and what was being fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry could not be reached.
+    #[error("registry {registry} is unreachable while fetching {what}: {source}")]
+    Unreachable {
+        /// Registry host.
+        registry: String,
+        /// What was being fetched.
+        what: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The deadline passed.
+    #[error("registry {registry}: fetching {what} did not finish before the deadline")]
+    Deadline {
+        /// Registry host.
+        registry: String,
+        /// What was being fetched.
+        what: String,
+    },
+    /// Credentials were missing or refused.
+    #[error("registry {registry} refused access to {repository} ({detail}); check the credentials configured for it")]
+    Unauthorized {
+        /// Registry host.
+        registry: String,
+        /// Repository path.
+        repository: String,
+        /// What the registry or token endpoint said.
+        detail: String,
+    },
+    /// Credentials could not be obtained.
+    #[error("registry {registry}: obtaining credentials: {source}")]
+    Credentials {
+        /// Registry host.
+        registry: String,
+        /// The keychain error.
+        #[source]
+        source: auth::AuthError,
+    },
+    /// An unexpected HTTP status.
+    #[error("registry {registry}: fetching {what}: HTTP {status}{detail}")]
+    Status {
+        /// Registry host.
+        registry: String,
+        /// What was being fetched.
+        what: String,
+        /// HTTP status code.
+        status: u16,
+        /// Start of the error body, if any.
+        detail: String,
+    },
+    /// The content does not hash to the digest it was requested by.
+    #[error(
+        "registry {registry}: {what} does not match its digest {expected} (content hashes to {actual}); the registry or a proxy served tampered bytes"
+    )]
+    DigestMismatch {
+        /// Registry host.
+        registry: String,
+        /// What was fetched.
+        what: String,
+        /// The requested digest.
+        expected: String,
+        /// The digest of what was served.
+        actual: String,
+    },
+    /// The content is larger than allowed.
+    #[error("registry {registry}: {what} is larger than the {limit}-byte limit")]
+    TooLarge {
+        /// Registry host.
+        registry: String,
+        /// What was fetched.
+        what: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// The content is not what was expected.
+    #[error("registry {registry}: {what}: {detail}")]
+    Invalid {
+        /// Registry host.
+        registry: String,
+        /// What was fetched.
+        what: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The TLS settings for a registry are unusable.
+    #[error("registry {registry}: TLS settings: {detail}")]
+    Tls {
+        /// Registry host.
+        registry: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl RegistryError {
+    /// True for a 404 answer.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RegistryError::Status { status: 404, .. })
+    }
+}
+
+/// A registry client shared by every verification on the node.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: ClientOptions,
+    keychain: RwLock<Keychain>,
+    tokens: TokenCache,
+    basic_hosts: Mutex<HashSet<String>>,
+    http: Mutex<HashMap<String, reqwest::Client>>,
+    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    helper_cache: Mutex<HashMap<(String, String), (Credential, std::time::Instant)>>,
+    requests: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+/// What to fetch, for error messages.
+struct Target<'a> {
+    repo: &'a Repository,
+    path: String,
+    what: String,
+    accept: &'a [&'a str],
+}
+
+impl Client {
+    /// A client with these options and an empty (anonymous) keychain.
+    pub fn new(options: ClientOptions) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                options,
+                keychain: RwLock::new(Keychain::new()),
+                tokens: TokenCache::default(),
+                basic_hosts: Mutex::new(HashSet::new()),
+                http: Mutex::new(HashMap::new()),
+                limits: Mutex::new(HashMap::new()),
+                helper_cache: Mutex::new(HashMap::new()),
+                requests: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// Replaces the keychain (e.g. after a pull secret changed) and drops cached tokens.
+    pub fn set_keychain(&self, keychain: Keychain) {
+        *self.inner.keychain.write().unwrap_or_else(|p| p.into_inner()) = keychain;
+        self.inner.tokens.clear();
+        self.inner.helper_cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Requests sent so far, by (registry, HTTP status or error class).
+    pub fn request_counts(&self) -> BTreeMap<(String, String), u64> {
+        self.inner.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Fetches a manifest by digest; the bytes must hash to `digest`.
+    pub async fn manifest_by_digest(
+        &self,
+        repo: &Repository,
+        digest: &str,
+        deadline: Instant,
+    ) -> Result<Manifest, RegistryError> {
+        let target = Target {
+            repo,
+            path: format!("/v2/{}/manifests/{digest}", repo.path),
+            what: format!("manifest {}@{digest}", repo),
+            accept: MANIFEST_MEDIA_TYPES,
+        };
+        let (bytes, content_type) = self.get(&target, MAX_MANIFEST_BYTES, deadline).await?;
+        let actual = digest_of(digest, &bytes).ok_or_else(|| RegistryError::Invalid {
+            registry: repo.host.clone(),
+            what: target.what.clone(),
+            detail: format!("unsupported digest {digest}"),
+        })?;
+        if actual != digest {
+            return Err(RegistryError::DigestMismatch {
+                registry: repo.host.clone(),
+                what: target.what,
+                expected: digest.to_string(),
+                actual,
+            });
+        }
+        Ok(Manifest { media_type: media_type_of(content_type, &bytes), digest: actual, bytes })
+    }
+
+    /// Fetches a manifest by tag; `None` when the tag does not exist.
+    pub async fn manifest_by_tag(
+        &self,
+        repo: &Repository,
+        tag: &str,
+        deadline: Instant,
+    ) -> Result<Option<Manifest>, RegistryError> {
+        let target = Target {
+            repo,
+            path: format!("/v2/{}/manifests/{tag}", repo.path),
+            what: format!("manifest {repo}:{tag}"),
+            accept: MANIFEST_MEDIA_TYPES,
+        };
+        match self.get(&target, MAX_MANIFEST_BYTES, deadline).await {
+            Ok((bytes, ct)) => {
+                let digest = crate::sha256_digest(&bytes);
+                Ok(Some(Manifest { media_type: media_type_of(ct, &bytes), digest, bytes }))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Fetches a blob; its size must equal `descriptor.size` (at most `limit`)
+    /// and its bytes must hash to `descriptor.digest`.
+    pub async fn blob(
+        &self,
+        repo: &Repository,
+        descriptor: &Descriptor,
+        limit: u64,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let what = format!("blob {}@{}", repo, descriptor.digest);
+        if descriptor.size > limit {
+            return Err(RegistryError::TooLarge { registry: repo.host.clone(), what, limit });
+        }
+        let target =
+            Target { repo, path: format!("/v2/{}/blobs/{}", repo.path, descriptor.digest), what, accept: &["*/*"] };
+        let (bytes, _) = self.get(&target, descriptor.size, deadline).await?;
+        if bytes.len() as u64 != descriptor.size {
+            return Err(RegistryError::Invalid {
+                registry: repo.host.clone(),
+                what: target.what,
+                detail: format!("{} bytes served, descriptor says {}", bytes.len(), descriptor.size),
+            });
+        }
+        let actual = digest_of(&descriptor.digest, &bytes).ok_or_else(|| RegistryError::Invalid {
+            registry: repo.host.clone(),
+            what: target.what.clone(),
+            detail: format!("unsupported digest {}", descriptor.digest),
+        })?;
+        if actual != descriptor.digest {
+            return Err(RegistryError::DigestMismatch {
+                registry: repo.host.clone(),
+                what: target.what,
+                expected: descriptor.digest.clone(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Lists the artifacts referring to `subject` (optionally only those of
+    /// `artifact_type`): the OCI 1.1 referrers API with `Link` pagination,
+    /// falling back to the `sha256-<hex>` tag schema when the registry has no
+    /// referrers API (404, 400 or 405).
+    pub async fn referrers(
+        &self,
+        repo: &Repository,
+        subject: &str,
+        artifact_type: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Referrers, RegistryError> {
+        let mut path = format!("/v2/{}/referrers/{subject}", repo.path);
+        if let Some(t) = artifact_type {
+            path.push_str(&format!("?artifactType={}", urlencode(t)));
+        }
+        let mut descriptors = Vec::new();
+        let mut filtered = true;
+        for page in 0..MAX_REFERRER_PAGES {
+            let target = Target {
+                repo,
+                path: path.clone(),
+                what: format!("referrers of {repo}@{subject} (page {})", page + 1),
+                accept: &[OCI_INDEX],
+            };
+            let resp = self.send(&target, deadline).await?;
+            let status = resp.status().as_u16();
+            if page == 0 && matches!(status, 404 | 400 | 405) {
+                tracing::debug!(registry = %repo.host, status, "no referrers API; using the tag schema");
+                return self.referrers_by_tag(repo, subject, artifact_type, deadline).await;
+            }
+            if status != 200 {
+                return Err(status_error(repo, &target.what, resp).await);
+            }
+            filtered &= resp
+                .headers()
+                .get("OCI-Filters-Applied")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|f| f.trim() == "artifactType"));
+            let next = next_link(resp.headers());
+            let (bytes, _) = read_body(repo, &target.what, resp, MAX_MANIFEST_BYTES, deadline).await?;
+            let index: Index = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Invalid {
+                registry: repo.host.clone(),
+                what: target.what.clone(),
+                detail: format!("not an OCI index: {e}"),
+            })?;
+            descriptors.extend(index.manifests);
+            if descriptors.len() > MAX_REFERRERS {
+                return Err(RegistryError::TooLarge {
+                    registry: repo.host.clone(),
+                    what: format!("referrers of {repo}@{subject}"),
+                    limit: MAX_REFERRERS as u64,
+                });
+            }
+            match next {
+                Some(n) => path = n,
+                None => break,
+            }
+        }
+        if let (Some(t), false) = (artifact_type, filtered) {
+            descriptors.retain(|d| d.artifact_type.as_deref() == Some(t));
+        }
+        Ok(Referrers { descriptors, source: ReferrersSource::Api })
+    }
+
+    async fn referrers_by_tag(
+        &self,
+        repo: &Repository,
+        subject: &str,
+        artifact_type: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Referrers, RegistryError> {
+        let tag = subject.replace(':', "-");
+        let Some(m) = self.manifest_by_tag(repo, &tag, deadline).await? else {
+            return Ok(Referrers { descriptors: Vec::new(), source: ReferrersSource::TagSchema });
+        };
+        let index: Index = serde_json::from_slice(&m.bytes).map_err(|e| RegistryError::Invalid {
+            registry: repo.host.clone(),
+            what: format!("referrers tag {repo}:{tag}"),
+            detail: format!("not an OCI index: {e}"),
+        })?;
+        let mut descriptors = index.manifests;
+        if let Some(t) = artifact_type {
+            descriptors.retain(|d| d.artifact_type.as_deref() == Some(t));
+        }
+        descriptors.truncate(MAX_REFERRERS);
+        Ok(Referrers { descriptors, source: ReferrersSource::TagSchema })
+    }
+
+    /// GET with auth and retries, returning a bounded, successful body.
+    async fn get(
+        &self,
+        target: &Target<'_>,
+        limit: u64,
+        deadline: Instant,
+    ) -> Result<(Vec<u8>, Option<String>), RegistryError> {
+        let resp = self.send(target, deadline).await?;
+        if !resp.status().is_success() {
+            return Err(status_error(target.repo, &target.what, resp).await);
+        }
+        read_body(target.repo, &target.what, resp, limit, deadline).await
+    }
+
+    /// Sends one GET, handling auth challenges, throttling and transient failures.
+    async fn send(&self, target: &Target<'_>, deadline: Instant) -> Result<reqwest::Response, RegistryError> {
+        let repo = target.repo;
+        let host = repo.host.as_str();
+        let _permit = {
+            let sem = self.limit_for(host);
+            tokio::time::timeout_at(deadline, sem.acquire_owned())
+                .await
+                .map_err(|_| RegistryError::Deadline { registry: host.into(), what: target.what.clone() })?
+                .map_err(|_| RegistryError::Deadline { registry: host.into(), what: target.what.clone() })?
+        };
+        let http = self.http_for(host)?;
+        let url = format!("{}://{}{}", self.scheme(host), endpoint(host), target.path);
+        let scope = format!("repository:{}:pull", repo.path);
+        let mut authed_once = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = http.get(&url).header(reqwest::header::ACCEPT, target.accept.join(", "));
+            if let Some(token) = self.inner.tokens.get(host, &scope) {
+                req = req.bearer_auth(token);
+            } else if self.inner.basic_hosts.lock().unwrap_or_else(|p| p.into_inner()).contains(host)
+                && let Credential::Basic { username, password } = self.credential(repo, deadline).await?
+            {
+                req = req.basic_auth(username, Some(password));
+            }
+            let sent = tokio::time::timeout_at(deadline, req.send()).await;
+            let resp = match sent {
+                Err(_) => {
+                    self.count(host, "timeout");
+                    return Err(RegistryError::Deadline { registry: host.into(), what: target.what.clone() });
+                }
+                Ok(Err(e)) => {
+                    self.count(host, "error");
+                    if attempt < MAX_ATTEMPTS && (e.is_connect() || e.is_timeout()) {
+                        let backoff = Duration::from_millis(100 * u64::from(attempt));
+                        if Instant::now() + backoff < deadline {
+                            tracing::debug!(registry = host, attempt, error = %e, "retrying after a transport error");
+                            tokio::time::sleep(backoff).await;
+                            continue;
+                        }
+                    }
+                    return Err(RegistryError::Unreachable {
+                        registry: host.into(),
+                        what: target.what.clone(),
+                        source: e,
+                    });
+                }
+                Ok(Ok(r)) => r,
+            };
+            let status = resp.status().as_u16();
+            self.count(host, &status.to_string());
+            if status == 401 && !authed_once {
+                authed_once = true;
+                let challenge = resp
+                    .headers()
+                    .get(reqwest::header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(auth::parse_challenge);
+                match challenge {
+                    Some(Challenge::Bearer { realm, service, .. }) => {
+                        self.fetch_token(repo, &http, &realm, service.as_deref(), &scope, deadline).await?;
+                        continue;
+                    }
+                    Some(Challenge::Basic) => match self.credential(repo, deadline).await? {
+                        Credential::Basic { .. } => {
+                            self.inner.basic_hosts.lock().unwrap_or_else(|p| p.into_inner()).insert(host.into());
+                            continue;
+                        }
+                        _ => {
+                            return Err(RegistryError::Unauthorized {
+                                registry: host.into(),
+                                repository: repo.path.clone(),
+                                detail: "basic auth required and no credentials are configured".into(),
+                            });
+                        }
+                    },
+                    None => {}
+                }
+            }
+            if status == 401 || status == 403 {
+                let detail = match self.credential(repo, deadline).await? {
+                    Credential::Anonymous => format!("HTTP {status}, no credentials configured"),
+                    _ => format!("HTTP {status} with the configured credentials"),
+                };
+                return Err(RegistryError::Unauthorized {
+                    registry: host.into(),
+                    repository: repo.path.clone(),
+                    detail,
+                });
+            }
+            if (status == 429 || status == 503) && attempt < MAX_ATTEMPTS {
+                let wait = retry_after(resp.headers()).unwrap_or(Duration::from_millis(200 * u64::from(attempt)));
+                if Instant::now() + wait < deadline {
+                    tracing::info!(registry = host, status, wait_ms = wait.as_millis() as u64, "throttled; retrying");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// Runs the bearer token flow for `scope` and caches the token.
+    async fn fetch_token(
+        &self,
+        repo: &Repository,
+        http: &reqwest::Client,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        deadline: Instant,
+    ) -> Result<(), RegistryError> {
+        let host = repo.host.as_str();
+        let what = format!("token for {scope}");
+        let mut url = reqwest::Url::parse(realm).map_err(|e| RegistryError::Invalid {
+            registry: host.into(),
+            what: what.clone(),
+            detail: format!("token realm {realm:?} is not a URL: {e}"),
+        })?;
+        if url.scheme() != "https" && !self.host_options(host).insecure {
+            return Err(RegistryError::Invalid {
+                registry: host.into(),
+                what,
+                detail: format!("token realm {realm} is not HTTPS; mark the registry insecure to allow it"),
+            });
+        }
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            q.append_pair("scope", scope);
+        }
+        let mut req = http.get(url);
+        if let Credential::Basic { username, password } = self.credential(repo, deadline).await? {
+            req = req.basic_auth(username, Some(password));
+        }
+        let resp = match tokio::time::timeout_at(deadline, req.send()).await {
+            Err(_) => return Err(RegistryError::Deadline { registry: host.into(), what }),
+            Ok(Err(e)) => return Err(RegistryError::Unreachable { registry: host.into(), what, source: e }),
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status().as_u16();
+        self.count(host, &format!("token-{status}"));
+        if status == 401 || status == 403 {
+            return Err(RegistryError::Unauthorized {
+                registry: host.into(),
+                repository: repo.path.clone(),
+                detail: format!("token endpoint answered HTTP {status}"),
+            });
+        }
+        if status != 200 {
+            return Err(status_error(repo, &what, resp).await);
+        }
+        let (bytes, _) = read_body(repo, &what, resp, MAX_TOKEN_BYTES, deadline).await?;
+        #[derive(serde::Deserialize)]
+        struct TokenAnswer {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let answer: TokenAnswer = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Invalid {
+            registry: host.into(),
+            what: what.clone(),
+            detail: format!("token answer is not JSON: {e}"),
+        })?;
+        let token = answer.token.or(answer.access_token).filter(|t| !t.is_empty()).ok_or_else(|| {
+            RegistryError::Invalid { registry: host.into(), what, detail: "token answer has no token".into() }
+        })?;
+        // The distribution token spec: 60 s when expires_in is absent.
+        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(60).clamp(1, 24 * 3600));
+        self.inner.tokens.insert(host, scope, token, lifetime);
+        Ok(())
+    }
+
+    /// The credential for a repository, running a credential helper if needed.
+    async fn credential(&self, repo: &Repository, deadline: Instant) -> Result<Credential, RegistryError> {
+        let cred = self.inner.keychain.read().unwrap_or_else(|p| p.into_inner()).lookup(&repo.host, &repo.path);
+        let Credential::Helper(helper) = cred else { return Ok(cred) };
+        let key = (helper.clone(), repo.host.clone());
+        if let Some((c, exp)) = self.inner.helper_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+            && *exp > std::time::Instant::now()
+        {
+            return Ok(c.clone());
+        }
+        let c = tokio::time::timeout_at(deadline, auth::run_helper(&helper, &repo.host))
+            .await
+            .map_err(|_| RegistryError::Deadline { registry: repo.host.clone(), what: "credential helper".into() })?
+            .map_err(|source| RegistryError::Credentials { registry: repo.host.clone(), source })?;
+        self.inner
+            .helper_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (c.clone(), std::time::Instant::now() + Duration::from_secs(300)));
+        Ok(c)
+    }
+
+    fn host_options(&self, host: &str) -> HostOptions {
+        self.inner.options.hosts.get(host).cloned().unwrap_or_default()
+    }
+
+    fn scheme(&self, host: &str) -> &'static str {
+        if self.host_options(host).insecure { "http" } else { "https" }
+    }
+
+    fn limit_for(&self, host: &str) -> Arc<Semaphore> {
+        let n = self.host_options(host).max_concurrency.unwrap_or(self.inner.options.default_concurrency).max(1);
+        self.inner
+            .limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(host.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(n)))
+            .clone()
+    }
+
+    fn http_for(&self, host: &str) -> Result<reqwest::Client, RegistryError> {
+        let mut map = self.inner.http.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(host) {
+            return Ok(c.clone());
+        }
+        let opts = self.host_options(host);
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(self.inner.options.connect_timeout)
+            .user_agent(self.inner.options.user_agent.clone())
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .https_only(!opts.insecure);
+        if let Some(pem) = &opts.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| RegistryError::Tls {
+                registry: host.into(),
+                detail: format!("CA bundle is not PEM: {e}"),
+            })?;
+            if certs.is_empty() {
+                return Err(RegistryError::Tls {
+                    registry: host.into(),
+                    detail: "CA bundle holds no certificate".into(),
+                });
+            }
+            b = b.tls_certs_merge(certs);
+        }
+        let c = b.build().map_err(|e| RegistryError::Tls { registry: host.into(), detail: e.to_string() })?;
+        map.insert(host.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn count(&self, host: &str, class: &str) {
+        *self
+            .inner
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((host.into(), class.into()))
+            .or_insert(0) += 1;
+    }
+}
+
+/// Docker Hub's API lives on another host than its name.
+fn endpoint(host: &str) -> &str {
+    if host == "docker.io" { "registry-1.docker.io" } else { host }
+}
+
+fn media_type_of(content_type: Option<String>, bytes: &[u8]) -> String {
+    if let Some(ct) = content_type.map(|c| c.split(';').next().unwrap_or_default().trim().to_string())
+        && !ct.is_empty()
+        && ct != "application/json"
+    {
+        return ct;
+    }
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Reads a body of at most `limit` bytes before `deadline`.
+async fn read_body(
+    repo: &Repository,
+    what: &str,
+    mut resp: reqwest::Response,
+    limit: u64,
+    deadline: Instant,
+) -> Result<(Vec<u8>, Option<String>), RegistryError> {
+    let too_large = || RegistryError::TooLarge { registry: repo.host.clone(), what: what.into(), limit };
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let ct = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut body = Vec::with_capacity(resp.content_length().unwrap_or(1024).min(limit) as usize);
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .map_err(|_| RegistryError::Deadline { registry: repo.host.clone(), what: what.into() })?
+            .map_err(|e| RegistryError::Unreachable { registry: repo.host.clone(), what: what.into(), source: e })?;
+        let Some(chunk) = chunk else { break };
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, ct))
+}
+
+async fn status_error(repo: &Repository, what: &str, resp: reqwest::Response) -> RegistryError {
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+    let text: String = String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_BODY)])
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let detail = if text.trim().is_empty() { String::new() } else { format!(": {}", text.trim()) };
+    RegistryError::Status { registry: repo.host.clone(), what: what.into(), status, detail }
+}
+
+/// `Retry-After` in seconds (HTTP dates are not used by registries), capped at 60 s.
+fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: u64 = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(60)))
+}
+
+/// The path and query of a `Link: <...>; rel="next"` header, when it stays on the same registry.
+fn next_link(h: &reqwest::header::HeaderMap) -> Option<String> {
+    for v in h.get_all(reqwest::header::LINK) {
+        let v = v.to_str().ok()?;
+        for part in v.split(',') {
+            let (target, params) = part.split_once(';')?;
+            if !params.split(';').any(|p| p.trim().replace(' ', "") == "rel=\"next\"" || p.trim() == "rel=next") {
+                continue;
+            }
+            let t = target.trim().trim_start_matches('<').trim_end_matches('>');
+            if t.starts_with("/v2/") {
+                return Some(t.to_string());
+            }
+            // Absolute links are followed only as path+query on the same host.
+            if let Ok(u) = reqwest::Url::parse(t) {
+                let mut p = u.path().to_string();
+                if let Some(q) = u.query() {
+                    p.push('?');
+                    p.push_str(q);
+                }
+                return p.starts_with("/v2/").then_some(p);
+            }
+        }
+    }
+    None
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn link_header() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            reqwest::header::LINK,
+            HeaderValue::from_static("</v2/a/referrers/sha256:x?n=2&last=y>; rel=\"next\""),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("/v2/a/referrers/sha256:x?n=2&last=y"));
+        let mut h = HeaderMap::new();
+        h.insert(
+            reqwest::header::LINK,
+            HeaderValue::from_static("<https://r.example/v2/a/referrers/d?last=z>; rel=next"),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("/v2/a/referrers/d?last=z"));
+        let mut h = HeaderMap::new();
+        h.insert(reqwest::header::LINK, HeaderValue::from_static("</v2/a>; rel=\"prev\""));
+        assert_eq!(next_link(&h), None);
+    }
+
+    #[test]
+    fn retry_after_is_capped() {
+        let mut h = HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("3600"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn encoding_and_endpoints() {
+        assert_eq!(urlencode("application/vnd.cncf.notary.signature"), "application%2Fvnd.cncf.notary.signature");
+        assert_eq!(endpoint("docker.io"), "registry-1.docker.io");
+        assert_eq!(media_type_of(Some("application/vnd.oci.image.index.v1+json; charset=x".into()), b"{}"), OCI_INDEX);
+        assert_eq!(media_type_of(None, br#"{"mediaType":"m"}"#), "m");
+    }
+}

@@ -1,0 +1,61 @@
+//! pullgate-registry: everything the agent fetches from OCI registries.
+//!
+//! * [`Client`] — manifests and blobs by digest (size-capped, digest-checked),
+//!   manifests by tag, and referrers (OCI 1.1 API with `Link` pagination and
+//!   `artifactType` filtering, tag-schema fallback), with per-registry
+//!   concurrency limits, deadlines on every request, and retries that honour
+//!   `Retry-After`.
+//! * [`auth`] — the keychain (longest registry/repository prefix), docker
+//!   `config.json` and credential helpers, the bearer token flow and an
+//!   in-memory token cache. Credentials never touch the disk or the logs.
+//! * [`types`] — descriptors, manifests and indexes.
+
+pub mod auth;
+mod client;
+pub mod types;
+
+pub use client::{Client, ClientOptions, HostOptions, MAX_MANIFEST_BYTES, RegistryError};
+
+use sha2::Digest as _;
+use std::fmt;
+
+/// A repository on a registry: `host[:port]` and the path inside it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Repository {
+    /// Registry host, with port if any (`docker.io`, `localhost:5000`).
+    pub host: String,
+    /// Repository path (`library/alpine`).
+    pub path: String,
+}
+
+impl Repository {
+    /// The repository a parsed reference names.
+    pub fn of(reference: &pullgate_reference::Reference) -> Repository {
+        Repository { host: reference.host().to_string(), path: reference.path().to_string() }
+    }
+}
+
+impl fmt::Display for Repository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.host, self.path)
+    }
+}
+
+/// The SHA-256 digest string of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&sha2::Sha256::digest(bytes)))
+}
+
+/// The digest of `bytes` computed with the algorithm of `expected`
+/// (`sha256:` or `sha512:`); `None` for other algorithms.
+pub fn digest_of(expected: &str, bytes: &[u8]) -> Option<String> {
+    match expected.split_once(':').map(|(a, _)| a) {
+        Some("sha256") => Some(sha256_digest(bytes)),
+        Some("sha512") => Some(format!("sha512:{}", hex(&sha2::Sha512::digest(bytes)))),
+        _ => None,
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

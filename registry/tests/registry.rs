@@ -1,0 +1,179 @@
+//! The registry client against a real Debian `docker-registry` (which has no
+//! referrers API, so the tag-schema fallback is exercised), with the real
+//! Notation fixture layouts pushed into it.
+
+use pullgate_registry::auth::{Credential, Keychain};
+use pullgate_registry::types::ReferrersSource;
+use pullgate_registry::{Client, ClientOptions, HostOptions, RegistryError, Repository};
+use pullgate_testkit::{Registry, RegistryOptions};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const SUBJECT: &str = "sha256:b8479de3f88fb259a0a9ea82a5b2a052a1ef3c4ebbcfc61482d5ae4c831f8af9";
+const SIGNATURE_MANIFEST_PREFIX: &str = "sha256:90ceaff2";
+const NOTARY: &str = "application/vnd.cncf.notary.signature";
+
+fn layout(name: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/notation/oci-layouts")).join(name)
+}
+
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(20)
+}
+
+fn client_for(reg: &Registry) -> Client {
+    let mut opts = ClientOptions::default();
+    let host = HostOptions { insecure: reg.ca_pem.is_none(), ca_pem: reg.ca_pem.clone(), max_concurrency: None };
+    opts.hosts.insert(reg.host.clone(), host);
+    Client::new(opts)
+}
+
+fn repo(reg: &Registry, path: &str) -> Repository {
+    Repository { host: reg.host.clone(), path: path.into() }
+}
+
+#[tokio::test]
+async fn referrers_fallback_manifest_and_blob() {
+    let reg = Registry::start(RegistryOptions::default()).await;
+    reg.push_layout("e2e", &layout("e2e-valid-signature")).await;
+    let c = client_for(&reg);
+    let r = repo(&reg, "e2e");
+    let subject = c.manifest_by_digest(&r, SUBJECT, deadline()).await.expect("subject manifest");
+    assert_eq!(subject.media_type, "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(subject.bytes.len(), 517);
+
+    let refs = c.referrers(&r, SUBJECT, Some(NOTARY), deadline()).await.expect("referrers");
+    assert_eq!(refs.source, ReferrersSource::TagSchema, "docker-registry 2.8 has no referrers API");
+    assert_eq!(refs.descriptors.len(), 1, "{:?}", refs.descriptors);
+    assert!(refs.descriptors[0].digest.starts_with(SIGNATURE_MANIFEST_PREFIX));
+    let none = c.referrers(&r, SUBJECT, Some("application/vnd.example.other"), deadline()).await.unwrap();
+    assert!(none.descriptors.is_empty(), "artifactType filtering applies to the fallback too");
+
+    let sig = c.manifest_by_digest(&r, &refs.descriptors[0].digest, deadline()).await.expect("signature manifest");
+    let m: pullgate_registry::types::ImageManifest = serde_json::from_slice(&sig.bytes).unwrap();
+    assert_eq!(m.subject.as_ref().map(|s| s.digest.as_str()), Some(SUBJECT));
+    let envelope = c.blob(&r, &m.layers[0], 64 * 1024, deadline()).await.expect("envelope blob");
+    assert_eq!(envelope.len() as u64, m.layers[0].size);
+
+    // An unsigned image: no referrers at all, not an error.
+    reg.push_layout("unsigned", &layout("e2e-unsigned")).await;
+    let refs = c.referrers(&repo(&reg, "unsigned"), SUBJECT, None, deadline()).await.unwrap();
+    assert!(refs.descriptors.is_empty());
+
+    // Size limits apply before download.
+    let err = c.blob(&r, &m.layers[0], 16, deadline()).await.unwrap_err();
+    assert!(matches!(err, RegistryError::TooLarge { .. }), "{err}");
+    let counts = c.request_counts();
+    assert!(counts.keys().any(|(h, s)| h == &reg.host && s == "200"), "{counts:?}");
+}
+
+#[tokio::test]
+async fn tampered_bytes_are_rejected() {
+    let reg = Registry::start(RegistryOptions::default()).await;
+    reg.push_layout("e2e", &layout("e2e-valid-signature")).await;
+    let c = client_for(&reg);
+    let r = repo(&reg, "e2e");
+    let refs = c.referrers(&r, SUBJECT, Some(NOTARY), deadline()).await.unwrap();
+    let sig = c.manifest_by_digest(&r, &refs.descriptors[0].digest, deadline()).await.unwrap();
+    let m: pullgate_registry::types::ImageManifest = serde_json::from_slice(&sig.bytes).unwrap();
+    // Flip one byte of the stored envelope: same size, different content.
+    let path = reg.blob_data_path(&m.layers[0].digest);
+    let mut bytes = std::fs::read(&path).expect("stored blob");
+    bytes[10] ^= 0x20;
+    std::fs::write(&path, bytes).unwrap();
+    let err = c.blob(&r, &m.layers[0], 64 * 1024, deadline()).await.unwrap_err();
+    match &err {
+        RegistryError::DigestMismatch { expected, .. } => assert_eq!(expected, &m.layers[0].digest),
+        other => panic!("expected a digest mismatch, got {other}"),
+    }
+    assert!(err.to_string().contains("tampered"), "{err}");
+    // The same for a manifest.
+    let path = reg.blob_data_path(SUBJECT);
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes[0], b'{');
+    bytes.insert(1, b' '); // still valid JSON, so the registry serves it
+    std::fs::write(&path, bytes).unwrap();
+    let err = c.manifest_by_digest(&r, SUBJECT, deadline()).await.unwrap_err();
+    assert!(matches!(err, RegistryError::DigestMismatch { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn auth_tls_and_two_registries_with_different_credentials() {
+    let a = Registry::start(RegistryOptions { htpasswd: Some(("alice".into(), "a-secret".into())), tls: true }).await;
+    let b = Registry::start(RegistryOptions { htpasswd: Some(("bob".into(), "b-secret".into())), tls: true }).await;
+    a.push_layout("team/e2e", &layout("e2e-valid-signature")).await;
+    b.push_layout("e2e", &layout("e2e-valid-signature")).await;
+
+    let mut opts = ClientOptions::default();
+    for r in [&a, &b] {
+        opts.hosts.insert(
+            r.host.clone(),
+            HostOptions { insecure: false, ca_pem: r.ca_pem.clone(), max_concurrency: Some(2) },
+        );
+    }
+    let c = Client::new(opts.clone());
+
+    // No credentials: a precise refusal.
+    let err = c.manifest_by_digest(&repo(&a, "team/e2e"), SUBJECT, deadline()).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    assert!(err.to_string().contains("no credentials"), "{err}");
+
+    // Wrong credentials for one registry must not break the other.
+    let mut kc = Keychain::new();
+    kc.insert(&a.host, Credential::Basic { username: "alice".into(), password: "wrong".into() });
+    kc.insert(&format!("{}/e2e", b.host), Credential::Basic { username: "bob".into(), password: "b-secret".into() });
+    c.set_keychain(kc);
+    let err = c.manifest_by_digest(&repo(&a, "team/e2e"), SUBJECT, deadline()).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    assert!(err.to_string().contains("configured credentials"), "{err}");
+    let ok = c.manifest_by_digest(&repo(&b, "e2e"), SUBJECT, deadline()).await.expect("registry b still works");
+    assert_eq!(ok.digest, SUBJECT);
+
+    // Right credentials for both.
+    let mut kc = Keychain::new();
+    kc.insert(&a.host, Credential::Basic { username: "alice".into(), password: "a-secret".into() });
+    kc.insert(&b.host, Credential::Basic { username: "bob".into(), password: "b-secret".into() });
+    c.set_keychain(kc);
+    for (reg, path) in [(&a, "team/e2e"), (&b, "e2e")] {
+        let refs = c.referrers(&repo(reg, path), SUBJECT, Some(NOTARY), deadline()).await.expect("referrers with auth");
+        assert_eq!(refs.descriptors.len(), 1);
+    }
+
+    // Without the test CA, TLS verification fails: the registry is not trusted.
+    let mut no_ca = opts.clone();
+    no_ca.hosts.get_mut(&a.host).unwrap().ca_pem = None;
+    let err = Client::new(no_ca).manifest_by_digest(&repo(&a, "team/e2e"), SUBJECT, deadline()).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Unreachable { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn unreachable_registry_and_deadline() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut opts = ClientOptions::default();
+    let host = format!("127.0.0.1:{port}");
+    opts.hosts.insert(host.clone(), HostOptions { insecure: true, ..Default::default() });
+    let c = Client::new(opts);
+    let r = Repository { host: host.clone(), path: "x".into() };
+    let err = c.manifest_by_digest(&r, SUBJECT, deadline()).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Unreachable { .. }), "{err}");
+    assert!(err.to_string().contains(&host), "{err}");
+
+    // A server that accepts and never answers: the deadline ends the wait.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let mut opts = ClientOptions::default();
+    opts.hosts.insert(host.clone(), HostOptions { insecure: true, ..Default::default() });
+    let c = Client::new(opts);
+    let r = Repository { host, path: "x".into() };
+    let started = std::time::Instant::now();
+    let err = c.manifest_by_digest(&r, SUBJECT, Instant::now() + Duration::from_millis(500)).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Deadline { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -1,0 +1,289 @@
+//! Real external parts for pullgate's tests: a Debian `docker-registry`
+//! process on a free 127.0.0.1 port (optionally with htpasswd auth and TLS
+//! from a throw-away test CA), and a pusher that uploads OCI image layouts
+//! (such as the Notation fixtures) into it over the distribution API.
+//!
+//! Nothing here is used by production code.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// The Debian package binary.
+pub const REGISTRY_BIN: &str = "docker-registry";
+
+/// Options for a registry instance.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// `(user, password)` for htpasswd basic auth.
+    pub htpasswd: Option<(String, String)>,
+    /// Serve HTTPS with a certificate from a fresh test CA.
+    pub tls: bool,
+}
+
+/// A running `docker-registry`; killed on drop.
+pub struct Registry {
+    child: Child,
+    dir: TempDir,
+    /// `127.0.0.1:PORT`.
+    pub host: String,
+    /// PEM of the CA that signed the registry's certificate, when TLS is on.
+    pub ca_pem: Option<Vec<u8>>,
+    http: reqwest::Client,
+    auth: Option<(String, String)>,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Skips nothing: fails loudly when the registry binary is missing.
+fn registry_binary() -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join(REGISTRY_BIN);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{REGISTRY_BIN} is not installed; run scripts/test (it installs Debian's docker-registry)");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(out.status.success(), "{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Registry {
+    /// Starts a registry and waits until it answers.
+    pub async fn start(opts: RegistryOptions) -> Registry {
+        let bin = registry_binary();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let mut cfg = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: pullgate-test\n",
+            dir.path().join("storage").display()
+        );
+        let mut ca_pem = None;
+        if opts.tls {
+            let (ca, cert, key) = make_tls(dir.path());
+            cfg.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
+            ca_pem = Some(std::fs::read(ca).expect("ca"));
+        }
+        if let Some((u, p)) = &opts.htpasswd {
+            let file = dir.path().join("htpasswd");
+            let out =
+                Command::new("htpasswd").args(["-Bbn", u, p]).output().expect("htpasswd (apache2-utils) installed");
+            assert!(out.status.success(), "htpasswd failed");
+            std::fs::write(&file, out.stdout).expect("write htpasswd");
+            cfg.push_str(&format!("auth:\n  htpasswd:\n    realm: pullgate-test\n    path: {}\n", file.display()));
+        }
+        let cfg_path = dir.path().join("config.yml");
+        std::fs::write(&cfg_path, cfg).expect("write registry config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&cfg_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(20));
+        if let Some(pem) = &ca_pem {
+            builder = builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem).expect("ca pem"));
+        }
+        let reg = Registry { child, dir, host, ca_pem, http: builder.build().expect("client"), auth: opts.htpasswd };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reg.http.get(format!("{}/v2/", reg.base())).send().await
+                && (r.status().is_success() || r.status().as_u16() == 401)
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "docker-registry did not start: {}", reg.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        reg
+    }
+
+    /// `http://host` or `https://host`.
+    pub fn base(&self) -> String {
+        format!("{}://{}", if self.ca_pem.is_some() { "https" } else { "http" }, self.host)
+    }
+
+    /// The registry's own log (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Number of requests the registry logged, from its access log.
+    pub fn access_count(&self) -> usize {
+        self.log().lines().filter(|l| l.contains("\"GET /v2/") || l.contains("\"HEAD /v2/")).count()
+    }
+
+    /// Storage root on disk, e.g. to tamper with a stored blob.
+    pub fn blob_data_path(&self, digest: &str) -> PathBuf {
+        let (alg, hex) = digest.split_once(':').expect("digest");
+        self.dir.path().join(format!("storage/docker/registry/v2/blobs/{alg}/{}/{hex}/data", &hex[..2]))
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base()));
+        match &self.auth {
+            Some((u, p)) => r.basic_auth(u, Some(p)),
+            None => r,
+        }
+    }
+
+    /// Uploads one blob (monolithic upload).
+    pub async fn push_blob(&self, repo: &str, bytes: Vec<u8>) -> String {
+        let digest = sha256(&bytes);
+        let r =
+            self.req(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/")).send().await.expect("start upload");
+        assert_eq!(r.status().as_u16(), 202, "start upload: {}", r.text().await.unwrap_or_default());
+        let loc = r.headers().get("location").and_then(|v| v.to_str().ok()).expect("location").to_string();
+        let url = if loc.starts_with("http") { loc } else { format!("{}{loc}", self.base()) };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let mut put = self.http.put(format!("{url}{sep}digest={digest}")).body(bytes);
+        if let Some((u, p)) = &self.auth {
+            put = put.basic_auth(u, Some(p));
+        }
+        let r = put.header("content-type", "application/octet-stream").send().await.expect("upload");
+        assert_eq!(r.status().as_u16(), 201, "upload {digest}: {}", r.text().await.unwrap_or_default());
+        digest
+    }
+
+    /// Puts a manifest under `reference` (tag or digest).
+    pub async fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: Vec<u8>) {
+        let r = self
+            .req(reqwest::Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))
+            .header("content-type", media_type)
+            .body(bytes)
+            .send()
+            .await
+            .expect("put manifest");
+        assert_eq!(r.status().as_u16(), 201, "put manifest {repo}:{reference}: {}", r.text().await.unwrap_or_default());
+    }
+
+    /// Uploads an OCI image layout: every blob, then every manifest by digest
+    /// (image manifests before indexes, as the registry checks children
+    /// exist), then the tags named in `index.json`.
+    pub async fn push_layout(&self, repo: &str, layout: &Path) {
+        let blobs = layout.join("blobs/sha256");
+        let mut manifests = Vec::new();
+        let mut indexes = Vec::new();
+        let mut entries: Vec<_> =
+            std::fs::read_dir(&blobs).expect("layout blobs").map(|e| e.expect("entry").path()).collect();
+        entries.sort();
+        for path in entries {
+            let bytes = std::fs::read(&path).expect("blob");
+            let digest = self.push_blob(repo, bytes.clone()).await;
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                let mt = v.get("mediaType").and_then(|m| m.as_str()).unwrap_or_default().to_string();
+                if v.get("manifests").is_some() && v.get("schemaVersion").is_some() {
+                    indexes.push((digest, mt_or(mt, "application/vnd.oci.image.index.v1+json"), bytes));
+                } else if v.get("config").is_some() && v.get("layers").is_some() {
+                    manifests.push((digest, mt_or(mt, "application/vnd.oci.image.manifest.v1+json"), bytes));
+                }
+            }
+        }
+        for (d, mt, b) in manifests.iter().chain(indexes.iter()) {
+            self.push_manifest(repo, d, mt, b.clone()).await;
+        }
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json")).expect("index json");
+        for m in index["manifests"].as_array().cloned().unwrap_or_default() {
+            let Some(tag) = m["annotations"]["org.opencontainers.image.ref.name"].as_str() else { continue };
+            let digest = m["digest"].as_str().expect("digest");
+            let (_, mt, bytes) = manifests
+                .iter()
+                .chain(indexes.iter())
+                .find(|(d, _, _)| d == digest)
+                .unwrap_or_else(|| panic!("{digest} named in index.json is not a manifest blob"));
+            self.push_manifest(repo, tag, mt, bytes.clone()).await;
+        }
+    }
+}
+
+fn mt_or(mt: String, default: &str) -> String {
+    if mt.is_empty() { default.to_string() } else { mt }
+}
+
+/// `sha256:<hex>` of `bytes`, computed with the system's sha256sum-free path (Rust only).
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(bytes);
+    format!("sha256:{}", d.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Creates a test CA and a server certificate for 127.0.0.1 with the openssl CLI.
+/// Returns (ca.pem, server.pem, server.key).
+fn make_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = dir.join("ca.key");
+    let ca = dir.join("ca.pem");
+    let key = dir.join("server.key");
+    let csr = dir.join("server.csr");
+    let cert = dir.join("server.pem");
+    let ext = dir.join("server.ext");
+    run(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=pullgate test CA",
+            ])
+            .arg("-keyout")
+            .arg(&ca_key)
+            .arg("-out")
+            .arg(&ca),
+        "openssl CA",
+    );
+    run(
+        Command::new("openssl")
+            .args(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr),
+        "openssl CSR",
+    );
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    run(
+        Command::new("openssl")
+            .args(["x509", "-req", "-days", "2"])
+            .arg("-in")
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&ca)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            .arg("-CAcreateserial")
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(&cert),
+        "openssl sign",
+    );
+    (ca, cert, key)
+}
