@@ -219,7 +219,10 @@ impl Cert {
     /// certificate. SHA-1 and other algorithms outside webpki's set are refused.
     pub(crate) fn verify_issued_by(&self, issuer: &Cert) -> Result<(), CertError> {
         if self.issuer_raw != issuer.subject_raw {
-            return Err(CertError::invalid(self, format!("is not issued by {:?} (issuer name differs)", issuer.subject)));
+            return Err(CertError::invalid(
+                self,
+                format!("is not issued by {:?} (issuer name differs)", issuer.subject),
+            ));
         }
         let alg = webpki::ALL_VERIFICATION_ALGS
             .iter()
@@ -237,8 +240,9 @@ impl Cert {
                     ),
                 )
             })?;
-        alg.verify_signature(&issuer.public_key, &self.tbs, &self.signature)
-            .map_err(|_| CertError::invalid(self, format!("signature does not verify with the key of {:?}", issuer.subject)))
+        alg.verify_signature(&issuer.public_key, &self.tbs, &self.signature).map_err(|_| {
+            CertError::invalid(self, format!("signature does not verify with the key of {:?}", issuer.subject))
+        })
     }
 
     /// A self-signed certificate: its own key verifies its signature and its names match.
@@ -250,7 +254,11 @@ impl Cert {
         self.parsed.tbs_certificate.extensions.as_ref()?.iter().find(|e| e.extn_id == oid)
     }
 
-    fn decode_ext<T: for<'a> Decode<'a>>(&self, oid: ObjectIdentifier, name: &str) -> Result<Option<(bool, T)>, CertError> {
+    fn decode_ext<T: for<'a> Decode<'a>>(
+        &self,
+        oid: ObjectIdentifier,
+        name: &str,
+    ) -> Result<Option<(bool, T)>, CertError> {
         match self.extension(oid) {
             None => Ok(None),
             Some(ext) => T::from_der(ext.extn_value.as_bytes())
@@ -290,7 +298,10 @@ impl Cert {
         if let Some((_, bc)) = self.basic_constraints()?
             && bc.ca
         {
-            return Err(CertError::invalid(self, "a signing certificate must not be a CA (basicConstraints cA is true)"));
+            return Err(CertError::invalid(
+                self,
+                "a signing certificate must not be a CA (basicConstraints cA is true)",
+            ));
         }
         let Some((critical, ku)) = self.key_usage()? else {
             return Err(CertError::invalid(self, "the keyUsage extension must be present"));

@@ -440,7 +440,10 @@ fn parse_cose(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
         None => None,
         Some(RegisteredLabel::Text(s)) => Some(s.clone()),
         Some(RegisteredLabel::Assigned(f)) => {
-            return Err(header_err("content type", format!("CoAP content format {f:?} is not {PAYLOAD_CONTENT_TYPE:?}")));
+            return Err(header_err(
+                "content type",
+                format!("CoAP content format {f:?} is not {PAYLOAD_CONTENT_TYPE:?}"),
+            ));
         }
     };
     let mut crit = Vec::with_capacity(ph.crit.len());
@@ -513,9 +516,9 @@ struct Payload {
 
 /// Parses the payload JSON; `targetArtifact` with `mediaType`, `digest` and `size` is required.
 pub(crate) fn parse_payload(payload: &[u8]) -> Result<TargetArtifact, String> {
-    serde_json::from_slice::<Payload>(payload)
-        .map(|p| p.target_artifact)
-        .map_err(|e| format!("the signed payload is not a Notary Project payload with a targetArtifact descriptor: {e}"))
+    serde_json::from_slice::<Payload>(payload).map(|p| p.target_artifact).map_err(|e| {
+        format!("the signed payload is not a Notary Project payload with a targetArtifact descriptor: {e}")
+    })
 }
 
 #[cfg(test)]
@@ -568,7 +571,10 @@ mod tests {
             (base("", r#"["io.cncf.notary.signingScheme","missing"]"#), "not in the protected header"),
             (base("", r#"["io.cncf.notary.signingScheme","alg"]"#), "registered header"),
             (
-                base(r#","io.cncf.notary.expiry":"2019-11-09T07:00:00Z""#, r#"["io.cncf.notary.signingScheme","io.cncf.notary.expiry"]"#),
+                base(
+                    r#","io.cncf.notary.expiry":"2019-11-09T07:00:00Z""#,
+                    r#"["io.cncf.notary.signingScheme","io.cncf.notary.expiry"]"#,
+                ),
                 "after the signing time",
             ),
             (base("", scheme_crit).replace("notary.x509\"", "notary.other\""), "not supported"),

@@ -58,7 +58,9 @@ mod timestamp;
 mod truststore;
 mod verify;
 
-pub use envelope::{MAX_CHAIN_LEN, MAX_ENVELOPE_BYTES, MEDIA_TYPE_COSE, MEDIA_TYPE_JWS, PAYLOAD_CONTENT_TYPE, SigningScheme};
+pub use envelope::{
+    MAX_CHAIN_LEN, MAX_ENVELOPE_BYTES, MEDIA_TYPE_COSE, MEDIA_TYPE_JWS, PAYLOAD_CONTENT_TYPE, SigningScheme,
+};
 pub use policy::{
     Action, Actions, DistinguishedName, MAX_POLICIES, MAX_POLICY_BYTES, PolicyError, PolicySelectionError, StoreType,
     TrustPolicy, TrustPolicyDocument, TrustStoreRef, TrustedIdentity, VerificationLevel, VerifyTimestamp,

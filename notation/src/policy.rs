@@ -96,6 +96,15 @@ pub enum Action {
 }
 
 impl Action {
+    /// The name used in `override`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Enforce => "enforce",
+            Action::Log => "log",
+            Action::Skip => "skip",
+        }
+    }
+
     fn parse(s: &str) -> Option<Action> {
         match s {
             "enforce" => Some(Action::Enforce),
@@ -475,7 +484,10 @@ impl TrustPolicyDocument {
             None | Some("") => return Err(field_err("version", "is missing; the supported version is \"1.0\"")),
             Some("1.0") => {}
             Some(other) => {
-                return Err(field_err("version", format!("{other:?} is not supported; the supported version is \"1.0\"")));
+                return Err(field_err(
+                    "version",
+                    format!("{other:?} is not supported; the supported version is \"1.0\""),
+                ));
             }
         }
         let raw_policies = raw.trust_policies.unwrap_or_default();
@@ -502,7 +514,9 @@ impl TrustPolicyDocument {
                     let what = if scope == "*" { "the global scope '*'" } else { "this scope" };
                     return Err(field_err(
                         format!("{at}.registryScopes"),
-                        format!("{what} ({scope:?}) is also used by statement {other:?}; a scope may belong to one statement only"),
+                        format!(
+                            "{what} ({scope:?}) is also used by statement {other:?}; a scope may belong to one statement only"
+                        ),
                     ));
                 }
             }
@@ -519,10 +533,8 @@ impl TrustPolicyDocument {
     /// The policy for `repository` (`host/repository`, no tag or digest): a statement whose
     /// `registryScopes` names it exactly wins over the global `*` statement.
     pub fn applicable_policy(&self, repository: &str) -> Result<&TrustPolicy, PolicySelectionError> {
-        validate_scope_format(repository).map_err(|reason| PolicySelectionError::InvalidRepository {
-            repository: repository.to_string(),
-            reason,
-        })?;
+        validate_scope_format(repository)
+            .map_err(|reason| PolicySelectionError::InvalidRepository { repository: repository.to_string(), reason })?;
         self.policies
             .iter()
             .find(|p| p.registry_scopes.iter().any(|s| s == repository))
@@ -540,7 +552,10 @@ fn parse_policy(i: usize, rp: RawPolicy) -> Result<TrustPolicy, PolicyError> {
 
     let registry_scopes = rp.registry_scopes.unwrap_or_default();
     if registry_scopes.is_empty() {
-        return Err(field_err(format!("{at}.registryScopes"), "must contain at least one scope ('*' or host/repository)"));
+        return Err(field_err(
+            format!("{at}.registryScopes"),
+            "must contain at least one scope ('*' or host/repository)",
+        ));
     }
     if registry_scopes.len() > 1 && registry_scopes.iter().any(|s| s == "*") {
         return Err(field_err(
@@ -631,7 +646,10 @@ fn parse_policy(i: usize, rp: RawPolicy) -> Result<TrustPolicy, PolicyError> {
         });
     }
     if raw_stores.is_empty() {
-        return Err(field_err(format!("{at}.trustStores"), "is missing or empty; name at least one store, e.g. \"ca:name\""));
+        return Err(field_err(
+            format!("{at}.trustStores"),
+            "is missing or empty; name at least one store, e.g. \"ca:name\"",
+        ));
     }
     if raw_identities.is_empty() {
         return Err(field_err(
@@ -680,7 +698,9 @@ fn parse_policy(i: usize, rp: RawPolicy) -> Result<TrustPolicy, PolicyError> {
         if prefix.trim() != "x509.subject" {
             return Err(field_err(
                 field,
-                format!("identity type {prefix:?} is not supported (only x509.subject; verification plugins are not run)"),
+                format!(
+                    "identity type {prefix:?} is not supported (only x509.subject; verification plugins are not run)"
+                ),
             ));
         }
         if value.trim().is_empty() {
@@ -848,22 +868,103 @@ mod tests {
             (policy("p", r#"["a.io/b:tag"]"#, STRICT, STORES), "registryScopes[0]", "invalid repository path"),
             (policy("p", r#"["a.io/b*"]"#, STRICT, STORES), "registryScopes[0]", "wildcard"),
             (policy("p", r#"["*"]"#, r#"{"level":"lenient"}"#, STORES), "level", "not a level"),
-            (policy("p", r#"["*"]"#, r#"{"level":"strict","override":{"integrity":"log"}}"#, STORES), "override.integrity", "cannot be overridden"),
-            (policy("p", r#"["*"]"#, r#"{"level":"strict","override":{"expiry":"skip"}}"#, STORES), "override.expiry", "only revocation"),
-            (policy("p", r#"["*"]"#, r#"{"level":"skip","override":{"expiry":"log"}}"#, ""), "override", "cannot be customized"),
-            (policy("p", r#"["*"]"#, r#"{"level":"strict","verifyTimestamp":"never"}"#, STORES), "verifyTimestamp", "not supported"),
+            (
+                policy("p", r#"["*"]"#, r#"{"level":"strict","override":{"integrity":"log"}}"#, STORES),
+                "override.integrity",
+                "cannot be overridden",
+            ),
+            (
+                policy("p", r#"["*"]"#, r#"{"level":"strict","override":{"expiry":"skip"}}"#, STORES),
+                "override.expiry",
+                "only revocation",
+            ),
+            (
+                policy("p", r#"["*"]"#, r#"{"level":"skip","override":{"expiry":"log"}}"#, ""),
+                "override",
+                "cannot be customized",
+            ),
+            (
+                policy("p", r#"["*"]"#, r#"{"level":"strict","verifyTimestamp":"never"}"#, STORES),
+                "verifyTimestamp",
+                "not supported",
+            ),
             (policy("p", r#"["*"]"#, r#"{"level":"skip"}"#, STORES), "(\"p\")", "must be absent"),
             (policy("p", r#"["*"]"#, STRICT, r#","trustStores":["ca:e2e"]"#), "trustedIdentities", "missing or empty"),
-            (policy("p", r#"["*"]"#, STRICT, r#","trustStores":["e2e"],"trustedIdentities":["*"]"#), "trustStores[0]", "<type>:<name>"),
-            (policy("p", r#"["*"]"#, STRICT, r#","trustStores":["x509:e2e"],"trustedIdentities":["*"]"#), "trustStores[0]", "not a trust store type"),
-            (policy("p", r#"["*"]"#, STRICT, r#","trustStores":["ca:a/b"],"trustedIdentities":["*"]"#), "trustStores[0]", "[a-zA-Z0-9_.-]+"),
-            (policy("p", r#"["*"]"#, STRICT, r#","trustStores":["tsa:t"],"trustedIdentities":["*"]"#), "trustStores", "only tsa"),
-            (policy("p", r#"["*"]"#, STRICT, r#","trustStores":["ca:e2e"],"trustedIdentities":["*","x509.subject: C=US,ST=WA,O=x"]"#), "trustedIdentities[0]", "wildcard"),
-            (policy("p", r#"["*"]"#, STRICT, r#","trustStores":["ca:e2e"],"trustedIdentities":["x509.subject: CN=e2e,O=Notary"]"#), "trustedIdentities[0]", "C, ST and O are required"),
-            (policy("p", r#"["*"]"#, STRICT, r#","trustStores":["ca:e2e"],"trustedIdentities":["x509.subject: C=US,ST=WA,O=x+OU=y"]"#), "trustedIdentities[0]", "multi-valued"),
-            (policy("p", r#"["*"]"#, STRICT, r#","trustStores":["ca:e2e"],"trustedIdentities":["x509.subject: C=US,ST=WA,O=x,O=y"]"#), "trustedIdentities[0]", "more than once"),
-            (policy("p", r#"["*"]"#, STRICT, r#","trustStores":["ca:e2e"],"trustedIdentities":["x509.subject: C=US,ST=WA,O=x,OU=y","x509.subject: C=US, ST=WA, O=x"]"#), "trustedIdentities", "overlaps"),
-            (policy("p", r#"["*"]"#, STRICT, r#","trustStores":["ca:e2e"],"trustedIdentities":["email: a@b.c"]"#), "trustedIdentities[0]", "not supported"),
+            (
+                policy("p", r#"["*"]"#, STRICT, r#","trustStores":["e2e"],"trustedIdentities":["*"]"#),
+                "trustStores[0]",
+                "<type>:<name>",
+            ),
+            (
+                policy("p", r#"["*"]"#, STRICT, r#","trustStores":["x509:e2e"],"trustedIdentities":["*"]"#),
+                "trustStores[0]",
+                "not a trust store type",
+            ),
+            (
+                policy("p", r#"["*"]"#, STRICT, r#","trustStores":["ca:a/b"],"trustedIdentities":["*"]"#),
+                "trustStores[0]",
+                "[a-zA-Z0-9_.-]+",
+            ),
+            (
+                policy("p", r#"["*"]"#, STRICT, r#","trustStores":["tsa:t"],"trustedIdentities":["*"]"#),
+                "trustStores",
+                "only tsa",
+            ),
+            (
+                policy(
+                    "p",
+                    r#"["*"]"#,
+                    STRICT,
+                    r#","trustStores":["ca:e2e"],"trustedIdentities":["*","x509.subject: C=US,ST=WA,O=x"]"#,
+                ),
+                "trustedIdentities[0]",
+                "wildcard",
+            ),
+            (
+                policy(
+                    "p",
+                    r#"["*"]"#,
+                    STRICT,
+                    r#","trustStores":["ca:e2e"],"trustedIdentities":["x509.subject: CN=e2e,O=Notary"]"#,
+                ),
+                "trustedIdentities[0]",
+                "C, ST and O are required",
+            ),
+            (
+                policy(
+                    "p",
+                    r#"["*"]"#,
+                    STRICT,
+                    r#","trustStores":["ca:e2e"],"trustedIdentities":["x509.subject: C=US,ST=WA,O=x+OU=y"]"#,
+                ),
+                "trustedIdentities[0]",
+                "multi-valued",
+            ),
+            (
+                policy(
+                    "p",
+                    r#"["*"]"#,
+                    STRICT,
+                    r#","trustStores":["ca:e2e"],"trustedIdentities":["x509.subject: C=US,ST=WA,O=x,O=y"]"#,
+                ),
+                "trustedIdentities[0]",
+                "more than once",
+            ),
+            (
+                policy(
+                    "p",
+                    r#"["*"]"#,
+                    STRICT,
+                    r#","trustStores":["ca:e2e"],"trustedIdentities":["x509.subject: C=US,ST=WA,O=x,OU=y","x509.subject: C=US, ST=WA, O=x"]"#,
+                ),
+                "trustedIdentities",
+                "overlaps",
+            ),
+            (
+                policy("p", r#"["*"]"#, STRICT, r#","trustStores":["ca:e2e"],"trustedIdentities":["email: a@b.c"]"#),
+                "trustedIdentities[0]",
+                "not supported",
+            ),
         ];
         for (p, field_part, reason_part) in cases {
             let (field, reason) = field_error(doc(&p));
@@ -874,7 +975,9 @@ mod tests {
 
     #[test]
     fn rejects_document_level_problems() {
-        assert!(matches!(TrustPolicyDocument::parse(b"{}"), Err(PolicyError::Field { field, .. }) if field == "version"));
+        assert!(
+            matches!(TrustPolicyDocument::parse(b"{}"), Err(PolicyError::Field { field, .. }) if field == "version")
+        );
         assert!(matches!(
             TrustPolicyDocument::parse(br#"{"version":"2.0","trustPolicies":[]}"#),
             Err(PolicyError::Field { field, .. }) if field == "version"
@@ -921,7 +1024,9 @@ mod tests {
 
     #[test]
     fn scope_grammar() {
-        for ok in ["localhost:5000/e2e", "a.io/b/c", "registry.acme-rockets.io/software/net-monitor", "h/a__b", "h/a--b"] {
+        for ok in
+            ["localhost:5000/e2e", "a.io/b/c", "registry.acme-rockets.io/software/net-monitor", "h/a__b", "h/a--b"]
+        {
             assert!(validate_scope_format(ok).is_ok(), "{ok}");
         }
         for bad in ["e2e", "/e2e", "h/", "h/A", "h/a/", "h/.a", "h/a@sha256:00", "-h/a", "h:x/a", "h/a___b", "h/a-_b"] {

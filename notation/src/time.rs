@@ -56,8 +56,7 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 
 /// Seconds since the epoch of a UTC calendar time; `None` if a field is out of range.
 pub(crate) fn from_civil(year: i64, month: u32, day: u32, hour: u32, min: u32, sec: u32) -> Option<UnixSeconds> {
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || min > 59 || sec > 60
-    {
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || min > 59 || sec > 60 {
         return None;
     }
     // A leap second (:60) is folded onto the next second, as most clocks do.
@@ -75,8 +74,7 @@ fn digits(s: &[u8]) -> Option<u32> {
 /// Fractional seconds are accepted and dropped (the specification says they SHOULD NOT be used).
 pub(crate) fn parse_rfc3339(s: &str) -> Option<UnixSeconds> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':'
-    {
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
         return None;
     }
     let year = i64::from(digits(&b[0..4])?);

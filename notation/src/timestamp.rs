@@ -166,16 +166,15 @@ pub(crate) fn verify(
         .iter()
         .position(|c| match &si.sid {
             SignerIdentifier::IssuerAndSerialNumber(ias) => {
-                c.parsed.tbs_certificate.issuer == ias.issuer && c.parsed.tbs_certificate.serial_number == ias.serial_number
+                c.parsed.tbs_certificate.issuer == ias.issuer
+                    && c.parsed.tbs_certificate.serial_number == ias.serial_number
             }
             SignerIdentifier::SubjectKeyIdentifier(ski) => c.subject_key_id().as_deref() == Some(ski.0.as_bytes()),
         })
-        .ok_or_else(|| {
-            TimestampError::Certificate("the token does not carry the TSA's signing certificate".into())
-        })?;
+        .ok_or_else(|| TimestampError::Certificate("the token does not carry the TSA's signing certificate".into()))?;
     let tsa = &certs[signer];
 
-    check_signing_certificate_attribute(attrs, tsa, &attr)?;
+    check_signing_certificate_attribute(tsa, &attr)?;
 
     let signed_attrs_der = attrs.to_der().map_err(|e| malformed(format!("signed attributes: {e}")))?;
     let alg = signer_info_algorithm(&si.signature_algorithm, &si.digest_alg.oid, &tsa.key)?;
@@ -204,11 +203,19 @@ pub(crate) fn verify(
         anchors,
         &intermediates,
         UnixTime::since_unix_epoch(std::time::Duration::from_secs(gen_time.max(0) as u64)),
-        webpki::KeyUsage::required(EKU_TIME_STAMPING),
+        // `required` would also demand the EKU on CA certificates; the TSA certificate's own
+        // EKU (exactly timeStamping, critical) is enforced by `validate_leaf` above.
+        webpki::KeyUsage::required_if_present(EKU_TIME_STAMPING),
         None,
         None,
     )
-    .map_err(|e| TimestampError::Untrusted(format!("{:?} (issuer {:?}): {e}", tsa.subject, tsa.issuer())))?;
+    .map_err(|e| {
+        let why = match e {
+            webpki::Error::UnknownIssuer => "certificate signed by unknown authority (UnknownIssuer)".to_string(),
+            other => other.to_string(),
+        };
+        TimestampError::Untrusted(format!("{:?} (issuer {:?}): {why}", tsa.subject, tsa.issuer()))
+    })?;
 
     // Accuracy (RFC 3161 2.4.2); baseline policy means one second when unstated.
     let accuracy_ms: i64 = match &tst.accuracy {
@@ -249,7 +256,7 @@ fn decode_tst_info(der_bytes: &[u8]) -> Result<(TstInfo, (i64, i64)), TimestampE
         return TstInfo::from_der(der_bytes).map(|t| (t, (0, 0))).map_err(err);
     };
     let (whole, rest) = time.split_at(dot);
-    let digits = &rest[1..rest.len().saturating_sub(1)];
+    let digits = rest.get(1..rest.len().saturating_sub(1)).unwrap_or_default();
     if rest.last() != Some(&b'Z') || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return Err(malformed("TSTInfo genTime has a malformed fraction"));
     }
@@ -278,11 +285,9 @@ fn decode_tst_info(der_bytes: &[u8]) -> Result<(TstInfo, (i64, i64)), TimestampE
 
 /// The ESS signing-certificate(-v2) attribute must be present and name the signer's certificate.
 fn check_signing_certificate_attribute<'a>(
-    attrs: &x509_cert::attr::Attributes,
     tsa: &Cert,
     attr: &impl Fn(ObjectIdentifier) -> Option<&'a x509_cert::der::Any>,
 ) -> Result<(), TimestampError> {
-    let _ = attrs;
     let bad = |what: &str| TimestampError::Certificate(format!("ESS signing certificate attribute: {what}"));
     let (value, v2) = match (attr(OID_SIGNING_CERT_V2), attr(OID_SIGNING_CERT)) {
         (Some(v), _) => (v, true),
@@ -305,10 +310,7 @@ fn check_signing_certificate_attribute<'a>(
             (alg, fields.get(1))
         }
         (true, first) => (&digest::SHA256, first),
-        (false, first) => {
-            let _ = OID_SHA1;
-            (&digest::SHA1_FOR_LEGACY_USE_ONLY, first)
-        }
+        (false, first) => (&digest::SHA1_FOR_LEGACY_USE_ONLY, first),
     };
     let hash = hash.filter(|h| h.tag == tag::OCTET_STRING).ok_or_else(|| bad("certHash is missing"))?;
     if digest::digest(hash_alg, &tsa.der).as_ref() != hash.value {
@@ -322,8 +324,9 @@ fn signer_info_algorithm(
     digest_oid: &ObjectIdentifier,
     key: &KeySpec,
 ) -> Result<&'static dyn VerificationAlgorithm, TimestampError> {
-    let unsupported =
-        || TimestampError::Signature(format!("signature algorithm {} with digest {digest_oid} is not supported", alg.oid));
+    let unsupported = || {
+        TimestampError::Signature(format!("signature algorithm {} with digest {digest_oid} is not supported", alg.oid))
+    };
     let hash_of = |oid: &ObjectIdentifier| match *oid {
         OID_SHA256 => Some(256),
         OID_SHA384 => Some(384),

@@ -38,7 +38,9 @@ pub enum TrustStoreError {
         source: std::io::Error,
     },
     /// A path is a symlink, which the trust store specification forbids.
-    #[error("trust store path {path} is a symlink; named stores and certificate files must be regular (copy the file in)")]
+    #[error(
+        "trust store path {path} is a symlink; named stores and certificate files must be regular (copy the file in)"
+    )]
     Symlink {
         /// The symlink.
         path: PathBuf,
@@ -207,7 +209,8 @@ fn load_named_store(store: &TrustStoreRef, dir: &Path) -> Result<Vec<TrustedCert
         for der in read_cert_file(&path)? {
             let cert = Cert::from_der(&der, certs.len())
                 .map_err(|e| TrustStoreError::BadFile { path: path.clone(), reason: e.to_string() })?;
-            let is_ca = cert.is_ca().map_err(|e| TrustStoreError::BadFile { path: path.clone(), reason: e.to_string() })?;
+            let is_ca =
+                cert.is_ca().map_err(|e| TrustStoreError::BadFile { path: path.clone(), reason: e.to_string() })?;
             if !is_ca && !cert.is_self_signed() {
                 return Err(TrustStoreError::NotAnAnchor { path, subject: cert.subject });
             }
@@ -239,11 +242,12 @@ fn read_cert_file(path: &Path) -> Result<Vec<Vec<u8>>, TrustStoreError> {
     if bytes.first() == Some(&0x30) {
         return Ok(vec![bytes]);
     }
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| bad("is neither DER (starts with 0x30) nor PEM text".into()))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| bad("is neither DER (starts with 0x30) nor PEM text".into()))?;
     let certs = parse_pem_certificates(text).map_err(bad)?;
     if certs.is_empty() {
-        return Err(bad("has no \"-----BEGIN CERTIFICATE-----\" block; each file must hold a PEM or DER certificate".into()));
+        return Err(bad(
+            "has no \"-----BEGIN CERTIFICATE-----\" block; each file must hold a PEM or DER certificate".into()
+        ));
     }
     Ok(certs)
 }
@@ -297,7 +301,8 @@ mod tests {
         assert_eq!(e2e.len(), 1);
         assert_eq!(e2e[0].subject(), "CN=e2e,O=Notary,L=Seattle,ST=WA,C=US");
         // DER file (.cer) and PEM file (.pem) both load.
-        let gs = store.certificates(&TrustStoreRef { store_type: StoreType::Tsa, name: "globalsign-r6".into() }).unwrap();
+        let gs =
+            store.certificates(&TrustStoreRef { store_type: StoreType::Tsa, name: "globalsign-r6".into() }).unwrap();
         assert_eq!(gs[0].subject(), "CN=GlobalSign,O=GlobalSign,OU=GlobalSign Root CA - R6");
         assert!(store.certificates(&TrustStoreRef { store_type: StoreType::Tsa, name: "e2e".into() }).is_none());
     }
@@ -339,10 +344,9 @@ mod tests {
     #[test]
     fn refuses_a_leaf_that_is_not_self_signed() {
         // The leaf of the notation-test-root chain is issued by the root: not an anchor.
-        let env: serde_json::Value = serde_json::from_slice(
-            &fs::read(fixtures().join("../envelopes/jws-chain-x509-valid.json")).unwrap(),
-        )
-        .unwrap();
+        let env: serde_json::Value =
+            serde_json::from_slice(&fs::read(fixtures().join("../envelopes/jws-chain-x509-valid.json")).unwrap())
+                .unwrap();
         let leaf = base64::engine::general_purpose::STANDARD.decode(env["header"]["x5c"][0].as_str().unwrap()).unwrap();
         let tmp = tempfile::tempdir().unwrap();
         fs::create_dir_all(tmp.path().join("x509/ca/leaf")).unwrap();

@@ -356,7 +356,8 @@ fn run_checks(
         Action::Skip => "revocation checking is skipped by the trust policy".to_string(),
         action => format!(
             "not checked: pullgate verifies offline and fetches no OCSP responses or CRLs \
-             (the policy's revocation action {action:?} is not applied)"
+             (the policy's revocation action {:?} is not applied)",
+            action.as_str()
         ),
     };
     rec.push(Check::Revocation, CheckStatus::Skipped, reason);
@@ -410,8 +411,9 @@ fn integrity(media_type: &str, bytes: &[u8], out: &mut Outcome) -> Result<(Envel
         .map_err(|e| format!("the certificate chain is invalid: {e}"))?;
     let leaf = &chain[0];
     out.signer_subject = Some(leaf.subject.clone());
-    let expected = expected_algorithm(&leaf.key)
-        .ok_or_else(|| format!("the signing certificate's {} key is not allowed for Notary Project signatures", leaf.key))?;
+    let expected = expected_algorithm(&leaf.key).ok_or_else(|| {
+        format!("the signing certificate's {} key is not allowed for Notary Project signatures", leaf.key)
+    })?;
     if expected != env.alg {
         return Err(format!(
             "the signature algorithm {} does not match the signing certificate's {} key, which requires {}",
@@ -442,12 +444,14 @@ fn integrity(media_type: &str, bytes: &[u8], out: &mut Outcome) -> Result<(Envel
     Ok((env, chain, reason))
 }
 
+/// Trust anchors and, for each, the store it came from and its subject.
+struct Anchors {
+    anchors: Vec<TrustAnchor<'static>>,
+    labels: Vec<(TrustStoreRef, String)>,
+}
+
 /// Anchors of the named stores of one type, with the store each came from.
-fn anchors_for(
-    policy: &TrustPolicy,
-    store: &TrustStore,
-    store_type: StoreType,
-) -> Result<(Vec<TrustAnchor<'static>>, Vec<(TrustStoreRef, String)>), String> {
+fn anchors_for(policy: &TrustPolicy, store: &TrustStore, store_type: StoreType) -> Result<Anchors, String> {
     let refs: Vec<&TrustStoreRef> = policy.stores_of(store_type).collect();
     let mut anchors = Vec::new();
     let mut labels = Vec::new();
@@ -462,11 +466,13 @@ fn anchors_for(
                     anchors.push(a.to_owned());
                     labels.push((r.clone(), c.subject().to_string()));
                 }
-                Err(e) => tracing::warn!(store = %r, subject = c.subject(), error = %e, "trust store certificate unusable as an anchor"),
+                Err(e) => {
+                    tracing::warn!(store = %r, subject = c.subject(), error = %e, "trust store certificate unusable as an anchor")
+                }
             }
         }
     }
-    Ok((anchors, labels))
+    Ok(Anchors { anchors, labels })
 }
 
 fn unix_time(t: UnixSeconds) -> UnixTime {
@@ -486,7 +492,7 @@ fn authenticity(env: &Envelope, chain: &[Cert], policy: &TrustPolicy, store: &Tr
             env.signing_scheme.as_str()
         ));
     }
-    let (anchors, labels) = anchors_for(policy, store, store_type)?;
+    let Anchors { anchors, labels } = anchors_for(policy, store, store_type)?;
     let names: Vec<String> = policy.stores_of(store_type).map(ToString::to_string).collect();
     if anchors.is_empty() {
         return Err(format!("trust stores {names:?} hold no usable certificates"));
@@ -554,7 +560,9 @@ fn trusted_identity(leaf: &Cert, policy: &TrustPolicy) -> Result<String, String>
         })
         .collect();
     match dns.iter().find(|dn| dn.is_subset_of(&subject)) {
-        Some(dn) => Ok(format!("the signing certificate subject {:?} matches trusted identity {:?}", leaf.subject, dn.as_str())),
+        Some(dn) => {
+            Ok(format!("the signing certificate subject {:?} matches trusted identity {:?}", leaf.subject, dn.as_str()))
+        }
         None => Err(format!(
             "the signing certificate subject {:?} does not match the x509.subject trusted identities {:?} of trust policy {:?}",
             leaf.subject,
@@ -627,9 +635,11 @@ fn authentic_timestamp(
 
     let token =
         env.timestamp_token.as_deref().ok_or("no timestamp countersignature was found in the signature envelope")?;
-    let (anchors, _) = anchors_for(policy, store, StoreType::Tsa)?;
-    let ts = timestamp::verify(token, &env.signature, &anchors)
-        .map_err(|e| format!("failed to verify the timestamp countersignature: {e}"))?;
+    let anchors = anchors_for(policy, store, StoreType::Tsa)?.anchors;
+    let ts = timestamp::verify(token, &env.signature, &anchors).map_err(|e| {
+        let names: Vec<String> = policy.stores_of(StoreType::Tsa).map(ToString::to_string).collect();
+        format!("failed to verify the timestamp countersignature with trust stores {names:?}: {e}")
+    })?;
     let stamped = time::format_rfc3339(ts.gen_time);
     if let Some(signing_time) = env.signing_time
         && ts.lower_ms < signing_time.saturating_mul(1000)
