@@ -12,8 +12,10 @@ use pullgate_reference::Pattern;
 use pullgate_wire::FailurePolicy;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The main config file inside a config directory.
 pub const CONFIG_FILE: &str = "pullgate.toml";
@@ -170,6 +172,39 @@ pub struct Config {
     pub allowlist: Vec<Pattern>,
     /// Scopes in file order; the first matching one applies.
     pub scopes: Vec<Scope>,
+    /// Connection settings by registry host.
+    pub registries: BTreeMap<String, RegistrySettings>,
+    /// A docker `config.json` on the node to read registry credentials from.
+    pub docker_config: Option<PathBuf>,
+    /// Notation trust policy and trust store, when configured.
+    pub notation: Option<NotationTrust>,
+}
+
+/// How to reach one registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistrySettings {
+    /// Plain HTTP. Only for registries explicitly listed as insecure.
+    pub insecure: bool,
+    /// Extra CA certificates (PEM) for this registry's TLS, read from the config directory.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Most concurrent requests to it.
+    pub max_concurrency: Option<usize>,
+}
+
+/// The Notation CLI's trust policy and trust store, loaded and validated.
+#[derive(Clone)]
+pub struct NotationTrust {
+    /// `trustpolicy.json`.
+    pub policy: Arc<pullgate_notation::TrustPolicyDocument>,
+    /// The `x509/{ca,signingAuthority,tsa}/<name>/` store.
+    pub store: Arc<pullgate_notation::TrustStore>,
+}
+
+impl fmt::Debug for NotationTrust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.policy.policies().iter().map(|p| p.name()).collect();
+        f.debug_struct("NotationTrust").field("policies", &names).finish_non_exhaustive()
+    }
 }
 
 /// A config together with where it came from.
@@ -259,6 +294,31 @@ mod raw {
         pub allowlist: Vec<String>,
         #[serde(default)]
         pub scopes: Vec<Scope>,
+        #[serde(default)]
+        pub registries: std::collections::BTreeMap<String, Registry>,
+        pub auth: Option<Auth>,
+        pub notation: Option<Notation>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct Registry {
+        pub insecure: Option<bool>,
+        pub ca: Option<String>,
+        pub max_concurrency: Option<usize>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct Auth {
+        pub docker_config: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct Notation {
+        pub trust_policy: String,
+        pub trust_store: String,
     }
 
     #[derive(Deserialize)]
@@ -294,14 +354,29 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, ConfigError> {
     let Some((_, main)) = files.iter().find(|(name, _)| name == CONFIG_FILE) else {
         return Err(ConfigError::Missing { dir: dir.to_path_buf() });
     };
-    let (config, warnings) =
-        parse_main(main).map_err(|issues| ConfigError::Invalid { dir: dir.to_path_buf(), issues })?;
+    let invalid = |issues| ConfigError::Invalid { dir: dir.to_path_buf(), issues };
+    let (mut config, warnings, refs) = parse_raw(main).map_err(invalid)?;
+    resolve_files(&mut config, refs, dir, &files).map_err(invalid)?;
     Ok(Loaded { config, generation: generation_id(&files), dir: dir.to_path_buf(), warnings })
 }
 
+/// Files `pullgate.toml` refers to, resolved against the config directory by [`resolve_files`].
+#[derive(Debug, Default)]
+pub struct FileRefs {
+    /// `registries.<host>.ca` paths by host.
+    ca: Vec<(String, String)>,
+    /// `notation.trustPolicy` and `notation.trustStore`.
+    notation: Option<(String, String)>,
+}
+
 /// Parses and validates the text of `pullgate.toml`, returning the config
-/// and its warnings, or every issue found.
+/// and its warnings, or every issue found. Files the config refers to (CA
+/// bundles, Notation trust material) are not read: see [`load_dir`].
 pub fn parse_main(bytes: &[u8]) -> Result<(Config, Vec<Issue>), Vec<Issue>> {
+    parse_raw(bytes).map(|(c, w, _)| (c, w))
+}
+
+fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>> {
     let issue = |field: &str, reason: String| Issue { file: CONFIG_FILE.into(), field: field.into(), reason };
     let text = std::str::from_utf8(bytes).map_err(|e| vec![issue("", format!("not UTF-8: {e}"))])?;
     let raw: raw::File = toml::from_str(text).map_err(|e| {
@@ -418,6 +493,71 @@ pub fn parse_main(bytes: &[u8]) -> Result<(Config, Vec<Issue>), Vec<Issue>> {
         }
     }
 
+    let mut refs = FileRefs::default();
+    let mut registries = BTreeMap::new();
+    for (host, r) in raw.registries {
+        let at = |f: &str| format!("registries.\"{host}\".{f}");
+        let probe = format!("{host}/x");
+        match pullgate_reference::Reference::parse(&probe) {
+            Ok(parsed) if parsed.host() == host => {}
+            _ => {
+                issues.push(issue(&format!("registries.\"{host}\""), "not a registry host[:port] in lower case".into()))
+            }
+        }
+        if let Some(n) = r.max_concurrency
+            && !(1..=256).contains(&n)
+        {
+            issues.push(issue(&at("maxConcurrency"), format!("{n} is outside 1..=256")));
+        }
+        if let Some(ca) = &r.ca {
+            match safe_relative(ca) {
+                Ok(()) => refs.ca.push((host.clone(), ca.clone())),
+                Err(why) => issues.push(issue(&at("ca"), why)),
+            }
+        }
+        if r.insecure == Some(true) {
+            warnings.push(issue(
+                &at("insecure"),
+                "plain HTTP: signatures still verify, but pulls from it can be observed".into(),
+            ));
+        }
+        registries.insert(
+            host,
+            RegistrySettings {
+                insecure: r.insecure.unwrap_or(false),
+                ca_pem: None,
+                max_concurrency: r.max_concurrency,
+            },
+        );
+    }
+    let docker_config = match raw.auth.and_then(|a| a.docker_config) {
+        Some(p) if Path::new(&p).is_absolute() => Some(PathBuf::from(p)),
+        Some(p) => {
+            issues.push(issue("auth.dockerConfig", format!("{p:?} must be an absolute path on the node")));
+            None
+        }
+        None => None,
+    };
+    if let Some(n) = &raw.notation {
+        for (field, value) in [("notation.trustPolicy", &n.trust_policy), ("notation.trustStore", &n.trust_store)] {
+            if let Err(why) = safe_relative(value) {
+                issues.push(issue(field, why));
+            }
+        }
+        refs.notation = Some((n.trust_policy.clone(), n.trust_store.clone()));
+    }
+    for (i, s) in scopes.iter().enumerate() {
+        if let Action::Verify(r) = &s.action
+            && r.verifiers().contains(&VerifierKind::Notation)
+            && raw.notation.is_none()
+        {
+            issues.push(issue(
+                &format!("scopes[{i}].verify.require"),
+                "notation needs a [notation] table with trustPolicy and trustStore".into(),
+            ));
+        }
+    }
+
     if !issues.is_empty() {
         return Err(issues);
     }
@@ -428,8 +568,96 @@ pub fn parse_main(bytes: &[u8]) -> Result<(Config, Vec<Issue>), Vec<Issue>> {
         allowed_uids,
         allowlist,
         scopes,
+        registries,
+        docker_config,
+        notation: None,
     };
-    Ok((config, warnings))
+    Ok((config, warnings, refs))
+}
+
+/// A path inside the config directory: relative, no `..`, no empty or dot components.
+fn safe_relative(p: &str) -> Result<(), String> {
+    if p.is_empty() || p.starts_with('/') || p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(format!("{p:?} must be a relative path inside the config directory, without . or .. components"));
+    }
+    Ok(())
+}
+
+/// Reads the files the config refers to: CA bundles from the in-memory file
+/// set, Notation trust material from the directory.
+fn resolve_files(
+    config: &mut Config,
+    refs: FileRefs,
+    dir: &Path,
+    files: &[(String, Vec<u8>)],
+) -> Result<(), Vec<Issue>> {
+    let mut issues = Vec::new();
+    let file = |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, b)| b.clone());
+    for (host, ca) in refs.ca {
+        match file(&ca) {
+            Some(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {
+                if let Some(r) = config.registries.get_mut(&host) {
+                    r.ca_pem = Some(pem);
+                }
+            }
+            Some(_) => issues.push(Issue {
+                file: ca.clone(),
+                field: String::new(),
+                reason: format!("not a PEM certificate bundle (registries.\"{host}\".ca)"),
+            }),
+            None => issues.push(Issue {
+                file: CONFIG_FILE.into(),
+                field: format!("registries.\"{host}\".ca"),
+                reason: format!("{ca} does not exist in the config directory"),
+            }),
+        }
+    }
+    if let Some((policy_path, store_path)) = refs.notation {
+        let policy = match file(&policy_path) {
+            Some(bytes) => match pullgate_notation::TrustPolicyDocument::parse(&bytes) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    issues.push(Issue { file: policy_path.clone(), field: String::new(), reason: e.to_string() });
+                    None
+                }
+            },
+            None => {
+                issues.push(Issue {
+                    file: CONFIG_FILE.into(),
+                    field: "notation.trustPolicy".into(),
+                    reason: format!("{policy_path} does not exist in the config directory"),
+                });
+                None
+            }
+        };
+        let store = match pullgate_notation::TrustStore::load(&dir.join(&store_path)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                issues.push(Issue {
+                    file: store_path.clone(),
+                    field: "notation.trustStore".into(),
+                    reason: e.to_string(),
+                });
+                None
+            }
+        };
+        if let (Some(policy), Some(store)) = (policy, store) {
+            // Every store a policy names must exist, or verification would fail at pull time.
+            for p in policy.policies() {
+                for r in p.trust_stores() {
+                    if store.certificates(r).is_none_or(|c| c.is_empty()) {
+                        issues.push(Issue {
+                            file: policy_path.clone(),
+                            field: format!("trustPolicies[{}].trustStores", p.name()),
+                            reason: format!("trust store {r} has no certificates under {store_path}/x509/"),
+                        });
+                    }
+                }
+            }
+            config.notation = Some(NotationTrust { policy: Arc::new(policy), store: Arc::new(store) });
+        }
+    }
+    if issues.is_empty() { Ok(()) } else { Err(issues) }
 }
 
 /// `line L, column C` for a byte offset, for parse errors.
@@ -529,6 +757,7 @@ mod tests {
     fn full_config() {
         let (c, w) = ok(r#"
             mode = "audit"
+            notation = { trustPolicy = "n/trustpolicy.json", trustStore = "n/store" }
             failurePolicy = "open"
             defaultAction = "allow"
             allowedUids = [0, 1000]

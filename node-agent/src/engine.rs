@@ -7,6 +7,7 @@
 
 use crate::config::{self, Action, Combine, Config, DefaultAction, Loaded, Mode, VerifierKind};
 use crate::report::{DecisionLog, IdGenerator, Peer, Report, Source, Step};
+use crate::verify;
 use pullgate_reference::{Digest, Reference};
 use pullgate_wire::{
     DecisionResponse, FailurePolicy, PROTOCOL_VERSION, Response, StatusResponse, Verdict, VerifyRequest,
@@ -44,6 +45,8 @@ enum Outcome {
 /// The config in force and where it came from.
 struct Current {
     loaded: Option<Arc<Loaded>>,
+    /// Registry client built for the loaded config (TLS, limits, credentials).
+    registry: Option<pullgate_registry::Client>,
     /// Why there is no config, or why the newest one was rejected.
     error: Option<String>,
 }
@@ -78,8 +81,10 @@ impl Engine {
     /// It starts with `initial` (which may be absent if loading failed).
     pub fn new(config_dir: PathBuf, initial: Result<Loaded, config::ConfigError>, log: DecisionLog) -> Engine {
         let current = match initial {
-            Ok(l) => Current { loaded: Some(Arc::new(l)), error: None },
-            Err(e) => Current { loaded: None, error: Some(e.to_string()) },
+            Ok(l) => {
+                Current { registry: Some(verify::registry_client(&l.config)), loaded: Some(Arc::new(l)), error: None }
+            }
+            Err(e) => Current { loaded: None, registry: None, error: Some(e.to_string()) },
         };
         Engine {
             config_dir,
@@ -93,6 +98,12 @@ impl Engine {
 
     fn loaded(&self) -> Option<Arc<Loaded>> {
         self.current.read().unwrap_or_else(|p| p.into_inner()).loaded.clone()
+    }
+
+    /// The loaded config and its registry client, taken together.
+    fn active(&self) -> Option<(Arc<Loaded>, pullgate_registry::Client)> {
+        let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
+        Some((cur.loaded.clone()?, cur.registry.clone()?))
     }
 
     /// Peer uids allowed on the socket: the config's list, or root only while
@@ -135,6 +146,9 @@ impl Engine {
                 cur.error = None;
                 let changed = cur.loaded.as_ref().map(|l| l.generation != new.generation).unwrap_or(true);
                 let generation = new.generation.clone();
+                if changed || cur.registry.is_none() {
+                    cur.registry = Some(verify::registry_client(&new.config));
+                }
                 cur.loaded = Some(Arc::new(new));
                 self.counters.reloads.fetch_add(1, Ordering::Relaxed);
                 Ok(changed.then_some(generation))
@@ -180,7 +194,8 @@ impl Engine {
     pub async fn decide(&self, req: &VerifyRequest, peer: Option<Peer>) -> Response {
         let received = Instant::now();
         let mut trace = Trace { received, steps: Vec::new() };
-        let loaded = self.loaded();
+        let active = self.active();
+        let loaded = active.as_ref().map(|(l, _)| l.clone());
         let mut report = Report {
             id: self.ids.next_id(),
             time: crate::report::now_rfc3339(),
@@ -199,6 +214,7 @@ impl Engine {
             verdict: Verdict::Deny,
             reason: String::new(),
             steps: Vec::new(),
+            verification: Vec::new(),
             duration_us: 0,
         };
 
@@ -218,7 +234,7 @@ impl Engine {
         report.normalized = Some(parsed.0.to_string());
         let (reference, digest) = parsed;
 
-        let Some(loaded) = loaded else {
+        let Some((loaded, registry)) = active else {
             let why = self
                 .current
                 .read()
@@ -239,12 +255,15 @@ impl Engine {
 
         // Stages 2-4: allowlist, scope, verification.
         let budget = Duration::from_millis(req.deadline_ms).min(MAX_REQUEST_DEADLINE);
-        let outcome = match tokio::time::timeout(
-            budget,
-            self.evaluate(cfg, &reference, &digest, &mut report, &mut trace),
-        )
-        .await
-        {
+        let deadline = tokio::time::Instant::now() + budget;
+        let subject = verify::Subject {
+            reference: &reference,
+            digest: &digest,
+            media_type: &req.descriptor.media_type,
+            size: req.descriptor.size,
+        };
+        let evaluation = self.evaluate(cfg, &registry, &subject, deadline, &mut report, &mut trace);
+        let outcome = match tokio::time::timeout(budget, evaluation).await {
             Ok(o) => o,
             Err(_) => {
                 trace.step("verify", "deadline reached");
@@ -291,11 +310,13 @@ impl Engine {
     async fn evaluate(
         &self,
         cfg: &Config,
-        reference: &Reference,
-        digest: &Digest,
+        registry: &pullgate_registry::Client,
+        subject: &verify::Subject<'_>,
+        deadline: tokio::time::Instant,
         report: &mut Report,
         trace: &mut Trace,
     ) -> Outcome {
+        let (reference, digest) = (subject.reference, subject.digest);
         if let Some((i, p)) = cfg.allowlist.iter().enumerate().find(|(_, p)| p.matches(reference, digest)) {
             report.rule = Some(format!("allowlist[{i}] {p}"));
             report.source = Source::Allowlist;
@@ -328,18 +349,22 @@ impl Engine {
             }
             Action::Verify(req) => {
                 report.source = Source::Verify;
-                // No verifier is built in yet: every required kind is missing.
-                let missing: Vec<&VerifierKind> = req.verifiers().iter().collect();
                 let combine = match req.combine() {
                     Combine::All => "all of",
                     Combine::Any => "any of",
                 };
-                let err = VerifyError::NoVerifier { kinds: missing.iter().map(|k| k.as_str().to_string()).collect() };
-                trace.step(
-                    "verify",
-                    &format!("scope {} requires {combine} [{}]: {err}", scope.name, kinds(req.verifiers())),
-                );
-                Outcome::Error(format!("scope {}: {err}", scope.name))
+                trace.step("verify", &format!("scope {} requires {combine} [{}]", scope.name, kinds(req.verifiers())));
+                let (result, reason, runs) = verify::run_all(cfg, registry, req, subject, deadline).await;
+                for run in &runs {
+                    trace.step(&format!("verify:{}", run.verifier), &format!("{}: {}", run.result, run.reason));
+                }
+                report.verification = runs;
+                let reason = format!("scope {}: {reason}", scope.name);
+                match result {
+                    verify::RunResult::Pass => Outcome::Allow(reason),
+                    verify::RunResult::Fail => Outcome::Deny(reason),
+                    verify::RunResult::Error => Outcome::Error(reason),
+                }
             }
         }
     }
@@ -462,7 +487,7 @@ mod tests {
         name = "acme"
         images = ["ghcr.io/acme/**"]
         action = "verify"
-        verify = { require = ["notation"] }
+        verify = { require = ["cosign"] }
         [[scopes]]
         name = "internal"
         images = ["registry.internal:5000/**"]
@@ -491,7 +516,7 @@ mod tests {
         assert!(d.reason.contains("defaultAction"));
         let d = decide(&e, "ghcr.io/acme/app:v1").await;
         assert_eq!(d.verdict, Verdict::Deny, "verify without verifiers fails closed");
-        assert!(d.reason.contains("no verifier configured for notation"), "{}", d.reason);
+        assert!(d.reason.contains("cosign: this agent cannot run it yet"), "{}", d.reason);
         assert!(d.reason.contains("failure policy closed"));
         let r = crate::report::find(dir.path(), &d.report_id).unwrap().unwrap();
         assert_eq!(r.rule.as_deref(), Some("scope acme"));

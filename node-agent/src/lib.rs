@@ -6,6 +6,7 @@
 //!   failure policy → mode) and its counters;
 //! * [`report`] — decision reports, ids and the JSON-lines decision log;
 //! * [`server`] — the Unix socket: peers, framing, limits, drain;
+//! * [`verify`] — runs required verifiers against the registry;
 //! * [`sync`] — config sources: Kubernetes ConfigMaps and pull Secrets,
 //!   generations on disk, reload when a config directory changes;
 //! * [`cli`] — the commands behind the thin `main`.
@@ -16,3 +17,4 @@ pub mod engine;
 pub mod report;
 pub mod server;
 pub mod sync;
+pub mod verify;

@@ -89,8 +89,60 @@ pub struct Report {
     pub reason: String,
     /// Every stage, in order.
     pub steps: Vec<Step>,
+    /// Each verifier run: registry, artifacts found, every signature and check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verification: Vec<VerifierRun>,
     /// Total time spent, in microseconds.
     pub duration_us: u64,
+}
+
+/// One verifier's run for a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifierRun {
+    /// `notation`, `cosign`, …
+    pub verifier: String,
+    /// `pass`, `fail` or `error`.
+    pub result: String,
+    /// Why, in one line.
+    pub reason: String,
+    /// The registry asked.
+    pub registry: Option<String>,
+    /// How artifacts were discovered: `referrers-api` or `tag-schema`.
+    pub referrers: Option<String>,
+    /// Every signature examined.
+    pub signatures: Vec<SignatureReport>,
+}
+
+/// One signature examined by a verifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureReport {
+    /// Digest of the signature manifest.
+    pub manifest: String,
+    /// Media type of the envelope.
+    pub envelope_media_type: String,
+    /// Subject of the signing certificate (or key id).
+    pub signer: Option<String>,
+    /// Trust policy applied.
+    pub policy: Option<String>,
+    /// Its verification level.
+    pub level: Option<String>,
+    /// Whether this signature verified.
+    pub verified: bool,
+    /// Every check and how it ended.
+    pub checks: Vec<CheckReport>,
+}
+
+/// One check of one signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    /// Check name (`integrity`, `authenticity`, …).
+    pub check: String,
+    /// `passed`, `failed`, `logged`, `skipped`, `notevaluated` or `ignored`.
+    pub status: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// The client on the other end of the socket.
@@ -256,6 +308,30 @@ pub fn render(r: &Report) -> String {
     for st in &r.steps {
         s.push_str(&format!("  {:>8} µs  {:<15} {}\n", st.at_us, st.stage, st.result));
     }
+    for v in &r.verification {
+        s.push_str(&format!(
+            "verifier {} [{}] registry {} via {}: {}\n",
+            v.verifier,
+            v.result,
+            v.registry.as_deref().unwrap_or("-"),
+            v.referrers.as_deref().unwrap_or("-"),
+            v.reason
+        ));
+        for sig in &v.signatures {
+            s.push_str(&format!(
+                "  signature {} ({}) signer {} policy {} level {}: {}\n",
+                sig.manifest,
+                if sig.envelope_media_type.is_empty() { "-" } else { &sig.envelope_media_type },
+                sig.signer.as_deref().unwrap_or("-"),
+                sig.policy.as_deref().unwrap_or("-"),
+                sig.level.as_deref().unwrap_or("-"),
+                if sig.verified { "verified" } else { "NOT verified" }
+            ));
+            for c in &sig.checks {
+                s.push_str(&format!("    {:<19} {:<13} {}\n", c.check, c.status, c.reason));
+            }
+        }
+    }
     s.push_str(&format!("took {} µs\n", r.duration_us));
     s
 }
@@ -288,6 +364,7 @@ mod tests {
             verdict: pullgate_wire::Verdict::Deny,
             reason: "r".into(),
             steps: vec![],
+            verification: vec![],
             duration_us: 1,
         }
     }

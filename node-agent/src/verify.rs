@@ -1,0 +1,269 @@
+//! Runs the verifiers a `verify` scope requires: discovers the artifacts
+//! attached to the pulled digest in its registry, fetches them (bounded,
+//! digest-checked) and hands the bytes to the pure verifier crates.
+//!
+//! Registry problems are errors (they go through the failure policy);
+//! signatures that do not verify are failures (deny). Every signature
+//! examined is recorded for the report.
+
+use crate::config::{Combine, Config, NotationTrust, RegistrySettings, Requirements, VerifierKind};
+use crate::report::{CheckReport, SignatureReport, VerifierRun};
+use pullgate_reference::{Digest, Reference};
+use pullgate_registry::types::ImageManifest;
+use pullgate_registry::{Client, ClientOptions, HostOptions, Repository};
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+use tokio::time::Instant;
+
+/// Artifact type of Notation signature manifests.
+pub const NOTATION_ARTIFACT_TYPE: &str = "application/vnd.cncf.notary.signature";
+
+/// The pulled image, as containerd described it.
+pub struct Subject<'a> {
+    /// The parsed reference.
+    pub reference: &'a Reference,
+    /// The digest being pulled.
+    pub digest: &'a Digest,
+    /// The descriptor's media type.
+    pub media_type: &'a str,
+    /// The descriptor's size.
+    pub size: u64,
+}
+
+/// How one verifier run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunResult {
+    /// The requirement is met.
+    Pass,
+    /// The requirement is not met: deny.
+    Fail,
+    /// No answer could be reached: the failure policy decides.
+    Error,
+}
+
+impl RunResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Pass => "pass",
+            RunResult::Fail => "fail",
+            RunResult::Error => "error",
+        }
+    }
+}
+
+/// Builds the registry client a config asks for: per-host TLS and
+/// concurrency settings, and the docker config keychain.
+pub fn registry_client(cfg: &Config) -> Client {
+    let mut opts = ClientOptions::default();
+    for (host, RegistrySettings { insecure, ca_pem, max_concurrency }) in &cfg.registries {
+        opts.hosts.insert(
+            host.clone(),
+            HostOptions { insecure: *insecure, ca_pem: ca_pem.clone(), max_concurrency: *max_concurrency },
+        );
+    }
+    let client = Client::new(opts);
+    if let Some(path) = &cfg.docker_config {
+        match pullgate_registry::auth::Keychain::from_docker_config_file(path) {
+            Ok(kc) => client.set_keychain(kc),
+            Err(e) => {
+                tracing::error!(error = %e, "registry credentials unavailable; pulls from private registries will fail")
+            }
+        }
+    }
+    client
+}
+
+/// Runs every required verifier and combines them; returns the combined
+/// result, its reason and each run for the report.
+pub async fn run_all(
+    cfg: &Config,
+    client: &Client,
+    requirements: &Requirements,
+    subject: &Subject<'_>,
+    deadline: Instant,
+) -> (RunResult, String, Vec<VerifierRun>) {
+    let mut runs = Vec::new();
+    for kind in requirements.verifiers() {
+        let run = match kind {
+            VerifierKind::Notation => match &cfg.notation {
+                Some(trust) => notation(client, trust, subject, deadline).await,
+                None => error_run(*kind, "no [notation] trust policy is configured".into()),
+            },
+            other => error_run(*other, "this agent cannot run it yet".into()),
+        };
+        let result = match run.result.as_str() {
+            "pass" => RunResult::Pass,
+            "fail" => RunResult::Fail,
+            _ => RunResult::Error,
+        };
+        runs.push((result, run));
+        // With `any`, one pass is enough: skip the registry work of the rest.
+        if requirements.combine() == Combine::Any && result == RunResult::Pass {
+            break;
+        }
+    }
+    let pick = |r: RunResult| runs.iter().find(|(res, _)| *res == r).map(|(_, run)| run);
+    let describe = |run: &VerifierRun| format!("{}: {}", run.verifier, run.reason);
+    let (result, reason) = match requirements.combine() {
+        Combine::All => {
+            if let Some(f) = pick(RunResult::Fail) {
+                (RunResult::Fail, describe(f))
+            } else if let Some(e) = pick(RunResult::Error) {
+                (RunResult::Error, describe(e))
+            } else {
+                let all: Vec<String> = runs.iter().map(|(_, r)| describe(r)).collect();
+                (RunResult::Pass, all.join("; "))
+            }
+        }
+        Combine::Any => {
+            if let Some(p) = pick(RunResult::Pass) {
+                (RunResult::Pass, describe(p))
+            } else if let Some(e) = pick(RunResult::Error) {
+                (RunResult::Error, describe(e))
+            } else {
+                let all: Vec<String> = runs.iter().map(|(_, r)| describe(r)).collect();
+                (RunResult::Fail, format!("none passed: {}", all.join("; ")))
+            }
+        }
+    };
+    (result, reason, runs.into_iter().map(|(_, r)| r).collect())
+}
+
+fn error_run(kind: VerifierKind, reason: String) -> VerifierRun {
+    VerifierRun {
+        verifier: kind.as_str().into(),
+        result: RunResult::Error.as_str().into(),
+        reason,
+        registry: None,
+        referrers: None,
+        signatures: Vec::new(),
+    }
+}
+
+/// Notation: referrers of artifact type `application/vnd.cncf.notary.signature`,
+/// each signature manifest and its envelope, then the trust policy.
+async fn notation(client: &Client, trust: &NotationTrust, subject: &Subject<'_>, deadline: Instant) -> VerifierRun {
+    let repo = Repository::of(subject.reference);
+    let digest = subject.digest.to_string();
+    let mut run = VerifierRun {
+        verifier: VerifierKind::Notation.as_str().into(),
+        result: RunResult::Error.as_str().into(),
+        reason: String::new(),
+        registry: Some(repo.host.clone()),
+        referrers: None,
+        signatures: Vec::new(),
+    };
+    let referrers = match client.referrers(&repo, &digest, Some(NOTATION_ARTIFACT_TYPE), deadline).await {
+        Ok(r) => r,
+        Err(e) => {
+            run.reason = format!("listing signatures: {e}");
+            return run;
+        }
+    };
+    run.referrers = Some(match referrers.source {
+        pullgate_registry::types::ReferrersSource::Api => "referrers-api".into(),
+        pullgate_registry::types::ReferrersSource::TagSchema => "tag-schema".into(),
+    });
+    // Fetch every signature manifest and its envelope; keep the bytes for the verifier.
+    let mut envelopes: Vec<(String, String, Vec<u8>)> = Vec::new();
+    let mut ignored: Vec<SignatureReport> = Vec::new();
+    for d in referrers.descriptors.iter().take(pullgate_notation::MAX_SIGNATURES) {
+        let manifest = match client.manifest_by_digest(&repo, &d.digest, deadline).await {
+            Ok(m) => m,
+            Err(e) => {
+                run.reason = format!("fetching signature manifest {}: {e}", d.digest);
+                return run;
+            }
+        };
+        let parsed: ImageManifest = match serde_json::from_slice(&manifest.bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                ignored.push(ignored_signature(&d.digest, format!("not an OCI image manifest: {e}")));
+                continue;
+            }
+        };
+        if parsed.subject.as_ref().map(|s| s.digest.as_str()) != Some(digest.as_str()) {
+            ignored.push(ignored_signature(&d.digest, format!("its subject is not {digest}")));
+            continue;
+        }
+        let [layer] = parsed.layers.as_slice() else {
+            ignored.push(ignored_signature(
+                &d.digest,
+                format!("{} layers, a signature has exactly one", parsed.layers.len()),
+            ));
+            continue;
+        };
+        let limit = pullgate_notation::MAX_ENVELOPE_BYTES as u64;
+        let bytes = match client.blob(&repo, layer, limit, deadline).await {
+            Ok(b) => b,
+            Err(e) => {
+                run.reason = format!("fetching signature envelope {}: {e}", layer.digest);
+                return run;
+            }
+        };
+        envelopes.push((d.digest.clone(), layer.media_type.clone(), bytes));
+    }
+    let blobs: Vec<pullgate_notation::SignatureBlob<'_>> =
+        envelopes.iter().map(|(_, mt, b)| pullgate_notation::SignatureBlob { media_type: mt, bytes: b }).collect();
+    let sd = pullgate_notation::SubjectDescriptor {
+        media_type: subject.media_type.to_string(),
+        digest: digest.clone(),
+        size: subject.size,
+    };
+    let outcome = pullgate_notation::verify_artifact(
+        &sd,
+        &repo.to_string(),
+        &blobs,
+        &trust.policy,
+        &trust.store,
+        SystemTime::now(),
+    );
+    for (i, sig) in outcome.signatures.iter().enumerate() {
+        let (manifest, media_type, _) = &envelopes[i];
+        run.signatures.push(SignatureReport {
+            manifest: manifest.clone(),
+            envelope_media_type: media_type.clone(),
+            signer: sig.signer_subject.clone(),
+            policy: sig.policy.clone(),
+            level: sig.level.map(|l| l.as_str().to_string()),
+            verified: sig.verified,
+            checks: sig
+                .checks
+                .iter()
+                .map(|c| CheckReport {
+                    check: c.check.as_str().into(),
+                    status: format!("{:?}", c.status).to_lowercase(),
+                    reason: c.reason.clone(),
+                })
+                .collect(),
+        });
+    }
+    run.signatures.extend(ignored);
+    run.result = if outcome.verified { RunResult::Pass } else { RunResult::Fail }.as_str().into();
+    run.reason = match (&outcome.policy, outcome.verified) {
+        (Some(p), true) => format!("trust policy {p:?}: {}", outcome.reason),
+        (Some(p), false) => format!("trust policy {p:?}: {}", outcome.reason),
+        (None, _) => outcome.reason.clone(),
+    };
+    if referrers.descriptors.is_empty() && !outcome.verified {
+        run.reason = format!("no Notation signature found for {digest} in {repo}");
+    }
+    run
+}
+
+fn ignored_signature(manifest: &str, why: String) -> SignatureReport {
+    SignatureReport {
+        manifest: manifest.to_string(),
+        envelope_media_type: String::new(),
+        signer: None,
+        policy: None,
+        level: None,
+        verified: false,
+        checks: vec![CheckReport { check: "artifact".into(), status: "ignored".into(), reason: why }],
+    }
+}
+
+/// Counts of registry requests by (host, status class), for status and benchmarks.
+pub fn request_counts(client: &Client) -> BTreeMap<String, u64> {
+    client.request_counts().into_iter().map(|((h, s), n)| (format!("{h} {s}"), n)).collect()
+}
