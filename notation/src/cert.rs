@@ -224,25 +224,30 @@ impl Cert {
                 format!("is not issued by {:?} (issuer name differs)", issuer.subject),
             ));
         }
-        let alg = webpki::ALL_VERIFICATION_ALGS
+        // Several algorithms can share identifiers (e.g. RSA PKCS#1 SHA-384 for 2048+ and 3072+
+        // bit keys): any one that verifies is enough.
+        let mut candidates = webpki::ALL_VERIFICATION_ALGS
             .iter()
-            .find(|alg| {
+            .filter(|alg| {
                 alg.signature_alg_id().as_ref() == self.sig_alg.as_slice()
                     && alg.public_key_alg_id().as_ref() == issuer.spki_alg.as_slice()
             })
-            .ok_or_else(|| {
-                CertError::invalid(
-                    self,
-                    format!(
-                        "its signature algorithm is not supported with the issuer's {} key \
-                         (SHA-1 and non-standard parameters are refused)",
-                        issuer.key
-                    ),
-                )
-            })?;
-        alg.verify_signature(&issuer.public_key, &self.tbs, &self.signature).map_err(|_| {
-            CertError::invalid(self, format!("signature does not verify with the key of {:?}", issuer.subject))
-        })
+            .peekable();
+        if candidates.peek().is_none() {
+            return Err(CertError::invalid(
+                self,
+                format!(
+                    "its signature algorithm is not supported with the issuer's {} key \
+                     (SHA-1 and non-standard parameters are refused)",
+                    issuer.key
+                ),
+            ));
+        }
+        if candidates.any(|alg| alg.verify_signature(&issuer.public_key, &self.tbs, &self.signature).is_ok()) {
+            Ok(())
+        } else {
+            Err(CertError::invalid(self, format!("signature does not verify with the key of {:?}", issuer.subject)))
+        }
     }
 
     /// A self-signed certificate: its own key verifies its signature and its names match.
