@@ -208,7 +208,7 @@ pub struct DistinguishedName {
 impl DistinguishedName {
     /// Parses an RFC 4514 distinguished name under the trust policy rules: single-valued RDNs,
     /// no attribute type twice, and at least `C`, `ST` and `O`.
-    pub fn parse(input: &str) -> Result<DistinguishedName, String> {
+    pub(crate) fn parse(input: &str) -> Result<DistinguishedName, String> {
         let mut attributes = BTreeMap::new();
         for (ty, value) in split_dn(input)? {
             let key = normalize_type(&ty).ok_or_else(|| format!("{ty:?} is not a valid attribute type"))?;
