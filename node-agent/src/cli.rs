@@ -226,9 +226,9 @@ fn instance_name() -> String {
 
 /// A Kubernetes client from the in-cluster service account or `$KUBECONFIG`.
 async fn kube_client() -> anyhow::Result<::kube::Client> {
-    let mut config = ::kube::Config::infer().await.context(
-        "finding the Kubernetes API server: run in a pod with a service account, or set KUBECONFIG",
-    )?;
+    let mut config = ::kube::Config::infer()
+        .await
+        .context("finding the Kubernetes API server: run in a pod with a service account, or set KUBECONFIG")?;
     config.connect_timeout = Some(Duration::from_secs(10));
     ::kube::Client::try_from(config).context("building the Kubernetes client")
 }
@@ -259,7 +259,9 @@ fn run(source: Source, state_dir: PathBuf, opts: ServerOptions) -> anyhow::Resul
         }
     };
     match &initial {
-        Ok(l) => tracing::info!(generation = %l.generation, mode = l.config.mode.as_str(), config = %config_dir.display(), "config loaded"),
+        Ok(l) => {
+            tracing::info!(generation = %l.generation, mode = l.config.mode.as_str(), config = %config_dir.display(), "config loaded")
+        }
         Err(e) => tracing::warn!("starting without a config, answering with errors until one is synced: {e}"),
     }
     let engine = Arc::new(Engine::new(config_dir, initial, log));

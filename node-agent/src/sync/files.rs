@@ -146,7 +146,8 @@ impl FileSet {
         if path.split('/').count() > MAX_PATH_DEPTH {
             return Err(name_err(NameError::TooDeep(path.to_string())));
         }
-        let conflict = |existing: &str| FileSetError::Conflict { path: path.to_string(), existing: existing.to_string() };
+        let conflict =
+            |existing: &str| FileSetError::Conflict { path: path.to_string(), existing: existing.to_string() };
         if self.files.contains_key(path) {
             return Err(conflict(path));
         }

@@ -142,7 +142,9 @@ pub fn desired_files(cms: &[Arc<ConfigMap>]) -> Result<Desired, Vec<Problem>> {
                 Err(FileSetError::Conflict { path, existing }) => {
                     let other = out.owners.get(&existing).cloned().unwrap_or_default();
                     let message = if other == name {
-                        format!("ConfigMap {name} claims {path:?} twice (in data and binaryData, or as file and directory)")
+                        format!(
+                            "ConfigMap {name} claims {path:?} twice (in data and binaryData, or as file and directory)"
+                        )
                     } else {
                         format!(
                             "ConfigMaps {other} and {name} both claim {path:?} (clashing with {existing:?}); give one of them another {PATH_ANNOTATION}"
@@ -302,7 +304,8 @@ struct Sync {
 impl Sync {
     async fn apply_configmaps(&mut self, store: &Store<ConfigMap>) {
         let cms = store.state();
-        let refs: BTreeMap<String, ObjectReference> = cms.iter().map(|c| (c.name_any(), object_ref(c.as_ref()))).collect();
+        let refs: BTreeMap<String, ObjectReference> =
+            cms.iter().map(|c| (c.name_any(), object_ref(c.as_ref()))).collect();
         let desired = match desired_files(&cms) {
             Ok(d) => d,
             Err(problems) => {
@@ -433,7 +436,10 @@ impl Sync {
             count: Some(1),
             first_timestamp: Some(now.clone()),
             last_timestamp: Some(now),
-            source: Some(EventSource { component: Some(COMPONENT.to_string()), host: Some(self.opts.instance.clone()) }),
+            source: Some(EventSource {
+                component: Some(COMPONENT.to_string()),
+                host: Some(self.opts.instance.clone()),
+            }),
             reporting_component: Some(COMPONENT.to_string()),
             reporting_instance: Some(self.opts.instance.clone()),
             action: Some("Sync".to_string()),
@@ -635,7 +641,11 @@ mod tests {
         ]);
         let invalid = ConfigError::Invalid {
             dir: "x".into(),
-            issues: vec![config::Issue { file: "truststore/ca.pem".into(), field: String::new(), reason: "bad".into() }],
+            issues: vec![config::Issue {
+                file: "truststore/ca.pem".into(),
+                field: String::new(),
+                reason: "bad".into(),
+            }],
         };
         assert_eq!(blame(&invalid, &owners), ["trust"]);
         let other = ConfigError::TooLarge { dir: "x".into(), why: "big".into() };
