@@ -42,7 +42,7 @@ pub struct HostOptions {
 }
 
 /// Client-wide settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientOptions {
     /// Settings by registry host (`host[:port]`).
     pub hosts: HashMap<String, HostOptions>,
@@ -52,6 +52,22 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// User-Agent header.
     pub user_agent: String,
+    /// Called once per HTTP request with (registry, status or error class), e.g. for metrics.
+    pub observer: Option<RequestObserver>,
+}
+
+/// Callback told about every registry request: `(registry host, "200" | "404" | "token-200" | "timeout" | "error")`.
+pub type RequestObserver = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("hosts", &self.hosts)
+            .field("default_concurrency", &self.default_concurrency)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl Default for ClientOptions {
@@ -61,6 +77,7 @@ impl Default for ClientOptions {
             default_concurrency: 8,
             connect_timeout: Duration::from_secs(5),
             user_agent: format!("pullgate/{}", env!("CARGO_PKG_VERSION")),
+            observer: None,
         }
     }
 }
@@ -664,6 +681,9 @@ impl Client {
     }
 
     fn count(&self, host: &str, class: &str) {
+        if let Some(observe) = &self.inner.options.observer {
+            observe(host, class);
+        }
         *self
             .inner
             .requests

@@ -14,7 +14,7 @@ pub mod auth;
 mod client;
 pub mod types;
 
-pub use client::{Client, ClientOptions, HostOptions, MAX_MANIFEST_BYTES, RegistryError};
+pub use client::{Client, ClientOptions, HostOptions, MAX_MANIFEST_BYTES, RegistryError, RequestObserver};
 
 use sha2::Digest as _;
 use std::fmt;
