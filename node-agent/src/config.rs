@@ -178,6 +178,8 @@ pub struct Config {
     pub docker_config: Option<PathBuf>,
     /// Notation trust policy and trust store, when configured.
     pub notation: Option<NotationTrust>,
+    /// Decision cache lifetimes and bound.
+    pub cache: crate::cache::CachePolicy,
 }
 
 /// How to reach one registry.
@@ -298,6 +300,16 @@ mod raw {
         pub registries: std::collections::BTreeMap<String, Registry>,
         pub auth: Option<Auth>,
         pub notation: Option<Notation>,
+        pub cache: Option<Cache>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct Cache {
+        pub allow_ttl: Option<String>,
+        pub deny_ttl: Option<String>,
+        pub error_ttl: Option<String>,
+        pub max_entries: Option<usize>,
     }
 
     #[derive(Deserialize)]
@@ -558,6 +570,29 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
         }
     }
 
+    let mut cache = crate::cache::CachePolicy::default();
+    if let Some(c) = raw.cache {
+        let mut ttl = |field: &str, value: Option<String>, max: std::time::Duration, slot: &mut std::time::Duration| {
+            let Some(v) = value else { return };
+            match humantime::parse_duration(&v) {
+                Ok(d) if d <= max => *slot = d,
+                Ok(_) => issues.push(issue(field, format!("{v:?} is longer than {}", humantime::format_duration(max)))),
+                Err(e) => issues.push(issue(field, format!("{v:?} is not a duration like \"30s\" or \"1h\": {e}"))),
+            }
+        };
+        let day = std::time::Duration::from_secs(24 * 3600);
+        ttl("cache.allowTtl", c.allow_ttl, day, &mut cache.allow_ttl);
+        ttl("cache.denyTtl", c.deny_ttl, day, &mut cache.deny_ttl);
+        ttl("cache.errorTtl", c.error_ttl, crate::cache::MAX_ERROR_TTL, &mut cache.error_ttl);
+        if let Some(n) = c.max_entries {
+            if (100..=10_000_000).contains(&n) {
+                cache.max_entries = n;
+            } else {
+                issues.push(issue("cache.maxEntries", format!("{n} is outside 100..=10000000")));
+            }
+        }
+    }
+
     if !issues.is_empty() {
         return Err(issues);
     }
@@ -571,6 +606,7 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
         registries,
         docker_config,
         notation: None,
+        cache,
     };
     Ok((config, warnings, refs))
 }

@@ -5,9 +5,12 @@
 //! [`VerifyRequest`] at a time within the request's deadline, writes the
 //! report to the decision log and keeps counters for `status`.
 
-use crate::config::{self, Action, Combine, Config, DefaultAction, Loaded, Mode, VerifierKind};
+use crate::cache::{self, DecisionCache, Evaluation, Outcome};
+use crate::config::{self, Action, Combine, DefaultAction, Loaded, Mode, VerifierKind};
+use crate::flight::Flights;
 use crate::report::{DecisionLog, IdGenerator, Peer, Report, Source, Step};
 use crate::verify;
+use pullgate_registry::auth::Keychain;
 use pullgate_reference::{Digest, Reference};
 use pullgate_wire::{
     DecisionResponse, FailurePolicy, PROTOCOL_VERSION, Response, StatusResponse, Verdict, VerifyRequest,
@@ -35,12 +38,6 @@ pub enum VerifyError {
     Deadline(u64),
 }
 
-/// Result of the policy stages, before the failure policy and mode apply.
-enum Outcome {
-    Allow(String),
-    Deny(String),
-    Error(String),
-}
 
 /// The config in force and where it came from.
 struct Current {
@@ -63,6 +60,8 @@ struct Counters {
     log_errors: AtomicU64,
     reloads: AtomicU64,
     reload_failures: AtomicU64,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
     sync_errors: AtomicU64,
 }
 
@@ -74,6 +73,10 @@ pub struct Engine {
     ids: IdGenerator,
     counters: Counters,
     started: Instant,
+    cache: Arc<DecisionCache>,
+    flights: Arc<Flights>,
+    pull_secrets: RwLock<Keychain>,
+    observer: Option<pullgate_registry::RequestObserver>,
 }
 
 impl Engine {
@@ -82,7 +85,8 @@ impl Engine {
     pub fn new(config_dir: PathBuf, initial: Result<Loaded, config::ConfigError>, log: DecisionLog) -> Engine {
         let current = match initial {
             Ok(l) => {
-                Current { registry: Some(verify::registry_client(&l.config)), loaded: Some(Arc::new(l)), error: None }
+                let registry = verify::registry_client(&l.config, &Keychain::new(), None);
+                Current { registry: Some(registry), loaded: Some(Arc::new(l)), error: None }
             }
             Err(e) => Current { loaded: None, registry: None, error: Some(e.to_string()) },
         };
@@ -93,7 +97,48 @@ impl Engine {
             ids: IdGenerator::new(),
             counters: Counters::default(),
             started: Instant::now(),
+            cache: Arc::new(DecisionCache::in_memory()),
+            flights: Arc::new(Flights::default()),
+            pull_secrets: RwLock::new(Keychain::new()),
+            observer: None,
         }
+    }
+
+    /// Reports every registry request to `observer` (metrics).
+    pub fn with_registry_observer(mut self, observer: pullgate_registry::RequestObserver) -> Engine {
+        self.observer = Some(observer);
+        self.rebuild_registry();
+        self
+    }
+
+    /// Replaces the credentials from pull Secrets (Kubernetes mode). They are
+    /// overlaid on the docker config's and take effect for the next request;
+    /// cached tokens are dropped.
+    pub fn set_pull_secrets(&self, keychain: Keychain) {
+        *self.pull_secrets.write().unwrap_or_else(|p| p.into_inner()) = keychain;
+        let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
+        if let (Some(l), Some(client)) = (&cur.loaded, &cur.registry) {
+            let secrets = self.pull_secrets.read().unwrap_or_else(|p| p.into_inner());
+            client.set_keychain(verify::keychain(&l.config, &secrets));
+        }
+    }
+
+    fn new_registry(&self, cfg: &config::Config) -> pullgate_registry::Client {
+        let secrets = self.pull_secrets.read().unwrap_or_else(|p| p.into_inner());
+        verify::registry_client(cfg, &secrets, self.observer.clone())
+    }
+
+    fn rebuild_registry(&self) {
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = cur.loaded.clone() {
+            cur.registry = Some(self.new_registry(&l.config));
+        }
+    }
+
+    /// Uses `cache` (e.g. the on-disk one) instead of the in-memory default.
+    pub fn with_cache(mut self, cache: DecisionCache) -> Engine {
+        self.cache = Arc::new(cache);
+        self
     }
 
     fn loaded(&self) -> Option<Arc<Loaded>> {
@@ -147,7 +192,7 @@ impl Engine {
                 let changed = cur.loaded.as_ref().map(|l| l.generation != new.generation).unwrap_or(true);
                 let generation = new.generation.clone();
                 if changed || cur.registry.is_none() {
-                    cur.registry = Some(verify::registry_client(&new.config));
+                    cur.registry = Some(self.new_registry(&new.config));
                 }
                 cur.loaded = Some(Arc::new(new));
                 self.counters.reloads.fetch_add(1, Ordering::Relaxed);
@@ -176,6 +221,9 @@ impl Engine {
             ("logErrors".to_string(), c.log_errors.load(Ordering::Relaxed)),
             ("reloads".to_string(), c.reloads.load(Ordering::Relaxed)),
             ("reloadFailures".to_string(), c.reload_failures.load(Ordering::Relaxed)),
+            ("cacheHits".to_string(), c.cache_hits.load(Ordering::Relaxed)),
+            ("cacheMisses".to_string(), c.cache_misses.load(Ordering::Relaxed)),
+            ("cacheEntries".to_string(), self.cache.len() as u64),
             ("syncErrors".to_string(), c.sync_errors.load(Ordering::Relaxed)),
         ]);
         StatusResponse {
@@ -253,23 +301,58 @@ impl Engine {
         };
         let cfg = &loaded.config;
 
-        // Stages 2-4: allowlist, scope, verification.
+        // Stages 2-4: allowlist, scope, verification. Answered from the cache
+        // when this generation already decided on this image; concurrent
+        // requests for the same key share one evaluation (single flight).
         let budget = Duration::from_millis(req.deadline_ms).min(MAX_REQUEST_DEADLINE);
         let deadline = tokio::time::Instant::now() + budget;
-        let subject = verify::Subject {
-            reference: &reference,
-            digest: &digest,
-            media_type: &req.descriptor.media_type,
-            size: req.descriptor.size,
-        };
-        let evaluation = self.evaluate(cfg, &registry, &subject, deadline, &mut report, &mut trace);
-        let outcome = match tokio::time::timeout(budget, evaluation).await {
-            Ok(o) => o,
-            Err(_) => {
-                trace.step("verify", "deadline reached");
-                Outcome::Error(VerifyError::Deadline(budget.as_millis() as u64).to_string())
+        let normalized = reference.to_string();
+        let key = cache::key(&loaded.generation, &normalized, &req.digest);
+        let (evaluation, from_cache) = match self.cache.get(&key) {
+            Some(hit) => {
+                self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                let origin = hit.origin.clone().unwrap_or_else(|| "-".into());
+                trace.step("cache", &format!("hit: first decided in report {origin}"));
+                (hit, true)
+            }
+            None => {
+                self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
+                trace.step("cache", "miss");
+                let subject = verify::Subject {
+                    reference,
+                    digest,
+                    media_type: req.descriptor.media_type.clone(),
+                    size: req.descriptor.size,
+                };
+                let (loaded2, cache, id) = (loaded.clone(), self.cache.clone(), report.id.clone());
+                let (flight, leader) = self.flights.join(&key, move |key| {
+                    Box::pin(async move {
+                        let mut e = evaluate(&loaded2, &registry, &subject, deadline, received).await;
+                        e.origin = Some(id);
+                        cache.put(&key, &e, &loaded2.config.cache);
+                        e
+                    })
+                });
+                if !leader {
+                    trace.step("single-flight", "joined a verification already in progress");
+                }
+                match tokio::time::timeout(budget, flight).await {
+                    Ok(e) => (e, false),
+                    Err(_) => {
+                        trace.step("verify", "deadline reached");
+                        let why = VerifyError::Deadline(budget.as_millis() as u64).to_string();
+                        (Evaluation::error(why), false)
+                    }
+                }
             }
         };
+        report.rule = evaluation.rule.clone();
+        report.source = if from_cache { Source::Cache } else { evaluation.source };
+        report.verification = evaluation.verification.clone();
+        if !from_cache {
+            trace.steps.extend(evaluation.steps.iter().cloned());
+        }
+        let outcome = evaluation.outcome;
 
         // Stage 5: failure policy for errors.
         let (verdict, reason) = match outcome {
@@ -307,68 +390,6 @@ impl Engine {
         self.finish(report, trace, verdict, reason)
     }
 
-    async fn evaluate(
-        &self,
-        cfg: &Config,
-        registry: &pullgate_registry::Client,
-        subject: &verify::Subject<'_>,
-        deadline: tokio::time::Instant,
-        report: &mut Report,
-        trace: &mut Trace,
-    ) -> Outcome {
-        let (reference, digest) = (subject.reference, subject.digest);
-        if let Some((i, p)) = cfg.allowlist.iter().enumerate().find(|(_, p)| p.matches(reference, digest)) {
-            report.rule = Some(format!("allowlist[{i}] {p}"));
-            report.source = Source::Allowlist;
-            trace.step("allowlist", &format!("matched allowlist[{i}] {p}"));
-            return Outcome::Allow(format!("allowlist entry {p}"));
-        }
-        trace.step("allowlist", "no match");
-        let Some(scope) = cfg.scopes.iter().find(|s| s.images.iter().any(|p| p.matches(reference, digest))) else {
-            report.rule = Some("defaultAction".into());
-            report.source = Source::Policy;
-            trace.step("scope", "no scope matches; defaultAction applies");
-            return match cfg.default_action {
-                DefaultAction::Allow => Outcome::Allow("no scope matches; defaultAction allow".into()),
-                DefaultAction::Deny => Outcome::Deny("no scope matches this image; defaultAction deny".into()),
-            };
-        };
-        report.rule = Some(format!("scope {}", scope.name));
-        trace.step("scope", &format!("matched scope {} ({})", scope.name, scope.action.kind()));
-        match &scope.action {
-            Action::Allow => {
-                report.source = Source::Policy;
-                Outcome::Allow(format!("scope {} allows it", scope.name))
-            }
-            Action::Deny { reason } => {
-                report.source = Source::Policy;
-                Outcome::Deny(match reason {
-                    Some(r) => format!("scope {}: {r}", scope.name),
-                    None => format!("scope {} denies it", scope.name),
-                })
-            }
-            Action::Verify(req) => {
-                report.source = Source::Verify;
-                let combine = match req.combine() {
-                    Combine::All => "all of",
-                    Combine::Any => "any of",
-                };
-                trace.step("verify", &format!("scope {} requires {combine} [{}]", scope.name, kinds(req.verifiers())));
-                let (result, reason, runs) = verify::run_all(cfg, registry, req, subject, deadline).await;
-                for run in &runs {
-                    trace.step(&format!("verify:{}", run.verifier), &format!("{}: {}", run.result, run.reason));
-                }
-                report.verification = runs;
-                let reason = format!("scope {}: {reason}", scope.name);
-                match result {
-                    verify::RunResult::Pass => Outcome::Allow(reason),
-                    verify::RunResult::Fail => Outcome::Deny(reason),
-                    verify::RunResult::Error => Outcome::Error(reason),
-                }
-            }
-        }
-    }
-
     fn finish(&self, mut report: Report, trace: Trace, verdict: Verdict, reason: String) -> Response {
         match verdict {
             Verdict::Allow => self.counters.allowed.fetch_add(1, Ordering::Relaxed),
@@ -396,6 +417,73 @@ impl Engine {
         if let Err(e) = self.log.append(report) {
             self.counters.log_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(id = %report.id, error = %e, "cannot write the decision log; the decision stands");
+        }
+    }
+}
+
+/// Stages 2-4 for one image: allowlist, scope, and verification when the
+/// scope requires it. Owns its inputs so a single flight can run it on its own task.
+async fn evaluate(
+    loaded: &Loaded,
+    registry: &pullgate_registry::Client,
+    subject: &verify::Subject,
+    deadline: tokio::time::Instant,
+    received: Instant,
+) -> Evaluation {
+    let cfg = &loaded.config;
+    let mut trace = Trace { received, steps: Vec::new() };
+    let (reference, digest) = (&subject.reference, &subject.digest);
+    let e = |outcome: Outcome, rule: String, source: Source, trace: Trace| Evaluation {
+        outcome,
+        rule: Some(rule),
+        source,
+        verification: Vec::new(),
+        origin: None,
+        steps: trace.steps,
+    };
+    if let Some((i, p)) = cfg.allowlist.iter().enumerate().find(|(_, p)| p.matches(reference, digest)) {
+        trace.step("allowlist", &format!("matched allowlist[{i}] {p}"));
+        return e(Outcome::Allow(format!("allowlist entry {p}")), format!("allowlist[{i}] {p}"), Source::Allowlist, trace);
+    }
+    trace.step("allowlist", "no match");
+    let Some(scope) = cfg.scopes.iter().find(|s| s.images.iter().any(|p| p.matches(reference, digest))) else {
+        trace.step("scope", "no scope matches; defaultAction applies");
+        let outcome = match cfg.default_action {
+            DefaultAction::Allow => Outcome::Allow("no scope matches; defaultAction allow".into()),
+            DefaultAction::Deny => Outcome::Deny("no scope matches this image; defaultAction deny".into()),
+        };
+        return e(outcome, "defaultAction".into(), Source::Policy, trace);
+    };
+    let rule = format!("scope {}", scope.name);
+    trace.step("scope", &format!("matched scope {} ({})", scope.name, scope.action.kind()));
+    match &scope.action {
+        Action::Allow => e(Outcome::Allow(format!("scope {} allows it", scope.name)), rule, Source::Policy, trace),
+        Action::Deny { reason } => {
+            let why = match reason {
+                Some(r) => format!("scope {}: {r}", scope.name),
+                None => format!("scope {} denies it", scope.name),
+            };
+            e(Outcome::Deny(why), rule, Source::Policy, trace)
+        }
+        Action::Verify(req) => {
+            let combine = match req.combine() {
+                Combine::All => "all of",
+                Combine::Any => "any of",
+            };
+            trace.step("verify", &format!("scope {} requires {combine} [{}]", scope.name, kinds(req.verifiers())));
+            let (result, reason, runs) = verify::run_all(cfg, registry, req, subject, deadline).await;
+            for run in &runs {
+                trace.step(&format!("verify:{}", run.verifier), &format!("{}: {}", run.result, run.reason));
+            }
+            let reason = format!("scope {}: {reason}", scope.name);
+            let outcome = match result {
+                verify::RunResult::Pass => Outcome::Allow(reason),
+                verify::RunResult::Fail => Outcome::Deny(reason),
+                verify::RunResult::Error => Outcome::Error(reason),
+            };
+            let mut ev = e(outcome, rule, Source::Verify, trace);
+            ev.verification = runs;
+            ev
         }
     }
 }

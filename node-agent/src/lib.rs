@@ -2,6 +2,8 @@
 //!
 //! Modules, one concern each:
 //! * [`config`] — the typed, validated config model and config directories;
+//! * [`cache`] — the decision cache (sled, with an in-memory twin);
+//! * [`flight`] — single flight: one evaluation per key at a time;
 //! * [`engine`] — the decision pipeline (allowlist → scope → verification →
 //!   failure policy → mode) and its counters;
 //! * [`report`] — decision reports, ids and the JSON-lines decision log;
@@ -11,9 +13,11 @@
 //!   generations on disk, reload when a config directory changes;
 //! * [`cli`] — the commands behind the thin `main`.
 
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod flight;
 pub mod report;
 pub mod server;
 pub mod sync;

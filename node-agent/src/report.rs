@@ -37,6 +37,8 @@ pub enum Source {
     FailurePolicy,
     /// The request itself was invalid.
     Input,
+    /// An earlier decision for the same image and config generation.
+    Cache,
 }
 
 /// One step of the pipeline, for the report.

@@ -10,7 +10,8 @@ use crate::config::{Combine, Config, NotationTrust, RegistrySettings, Requiremen
 use crate::report::{CheckReport, SignatureReport, VerifierRun};
 use pullgate_reference::{Digest, Reference};
 use pullgate_registry::types::ImageManifest;
-use pullgate_registry::{Client, ClientOptions, HostOptions, Repository};
+use pullgate_registry::auth::Keychain;
+use pullgate_registry::{Client, ClientOptions, HostOptions, Repository, RequestObserver};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 use tokio::time::Instant;
@@ -19,13 +20,14 @@ use tokio::time::Instant;
 pub const NOTATION_ARTIFACT_TYPE: &str = "application/vnd.cncf.notary.signature";
 
 /// The pulled image, as containerd described it.
-pub struct Subject<'a> {
+#[derive(Debug, Clone)]
+pub struct Subject {
     /// The parsed reference.
-    pub reference: &'a Reference,
+    pub reference: Reference,
     /// The digest being pulled.
-    pub digest: &'a Digest,
+    pub digest: Digest,
     /// The descriptor's media type.
-    pub media_type: &'a str,
+    pub media_type: String,
     /// The descriptor's size.
     pub size: u64,
 }
@@ -52,9 +54,10 @@ impl RunResult {
 }
 
 /// Builds the registry client a config asks for: per-host TLS and
-/// concurrency settings, and the docker config keychain.
-pub fn registry_client(cfg: &Config) -> Client {
-    let mut opts = ClientOptions::default();
+/// concurrency settings, and a keychain of the node's docker config (when
+/// configured) overlaid with `pull_secrets` (Kubernetes mode).
+pub fn registry_client(cfg: &Config, pull_secrets: &Keychain, observer: Option<RequestObserver>) -> Client {
+    let mut opts = ClientOptions { observer, ..ClientOptions::default() };
     for (host, RegistrySettings { insecure, ca_pem, max_concurrency }) in &cfg.registries {
         opts.hosts.insert(
             host.clone(),
@@ -62,15 +65,21 @@ pub fn registry_client(cfg: &Config) -> Client {
         );
     }
     let client = Client::new(opts);
+    client.set_keychain(keychain(cfg, pull_secrets));
+    client
+}
+
+/// The node's docker config keychain (when configured) overlaid with `pull_secrets`.
+pub fn keychain(cfg: &Config, pull_secrets: &Keychain) -> Keychain {
+    let mut kc = Keychain::new();
     if let Some(path) = &cfg.docker_config {
-        match pullgate_registry::auth::Keychain::from_docker_config_file(path) {
-            Ok(kc) => client.set_keychain(kc),
-            Err(e) => {
-                tracing::error!(error = %e, "registry credentials unavailable; pulls from private registries will fail")
-            }
+        match Keychain::from_docker_config_file(path) {
+            Ok(file) => kc = file,
+            Err(e) => tracing::error!(error = %e, "registry credentials unavailable; pulls from private registries will fail"),
         }
     }
-    client
+    kc.extend(pull_secrets);
+    kc
 }
 
 /// Runs every required verifier and combines them; returns the combined
@@ -79,7 +88,7 @@ pub async fn run_all(
     cfg: &Config,
     client: &Client,
     requirements: &Requirements,
-    subject: &Subject<'_>,
+    subject: &Subject,
     deadline: Instant,
 ) -> (RunResult, String, Vec<VerifierRun>) {
     let mut runs = Vec::new();
@@ -142,8 +151,8 @@ fn error_run(kind: VerifierKind, reason: String) -> VerifierRun {
 
 /// Notation: referrers of artifact type `application/vnd.cncf.notary.signature`,
 /// each signature manifest and its envelope, then the trust policy.
-async fn notation(client: &Client, trust: &NotationTrust, subject: &Subject<'_>, deadline: Instant) -> VerifierRun {
-    let repo = Repository::of(subject.reference);
+async fn notation(client: &Client, trust: &NotationTrust, subject: &Subject, deadline: Instant) -> VerifierRun {
+    let repo = Repository::of(&subject.reference);
     let digest = subject.digest.to_string();
     let mut run = VerifierRun {
         verifier: VerifierKind::Notation.as_str().into(),
@@ -206,7 +215,7 @@ async fn notation(client: &Client, trust: &NotationTrust, subject: &Subject<'_>,
     let blobs: Vec<pullgate_notation::SignatureBlob<'_>> =
         envelopes.iter().map(|(_, mt, b)| pullgate_notation::SignatureBlob { media_type: mt, bytes: b }).collect();
     let sd = pullgate_notation::SubjectDescriptor {
-        media_type: subject.media_type.to_string(),
+        media_type: subject.media_type.clone(),
         digest: digest.clone(),
         size: subject.size,
     };

@@ -145,7 +145,9 @@ fn ask_agent(socket: &std::path::Path, request: &Request, budget: Duration) -> R
     if line.len() > MAX_REQUEST_BYTES {
         return Err(format!("request is larger than {MAX_REQUEST_BYTES} bytes"));
     }
-    stream.write_all(&line).map_err(|e| unavailable("write to", e))?;
+    // The agent may answer (e.g. refuse the peer) and close before reading
+    // the request: then the write fails but its answer is already readable.
+    let write_error = stream.write_all(&line).err();
     let mut answer = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
     loop {
@@ -155,6 +157,9 @@ fn ask_agent(socket: &std::path::Path, request: &Request, budget: Duration) -> R
                 return Err(format!("agent did not answer within {} ms", budget.as_millis()));
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if write_error.is_some() && answer.is_empty() => {
+                return Err(unavailable("write to", write_error.unwrap_or(e)));
+            }
             Err(e) => return Err(unavailable("read from", e)),
         };
         if n == 0 {
@@ -169,7 +174,10 @@ fn ask_agent(socket: &std::path::Path, request: &Request, budget: Duration) -> R
         }
     }
     if answer.is_empty() {
-        return Err("agent closed the connection without answering".into());
+        return Err(match write_error {
+            Some(e) => unavailable("write to", e),
+            None => "agent closed the connection without answering".into(),
+        });
     }
     serde_json::from_slice(&answer).map_err(|e| format!("agent answer is not understood: {e}"))
 }
