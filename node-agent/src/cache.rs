@@ -67,6 +67,8 @@ pub trait Store: Send + Sync {
     fn remove(&self, key: &[u8]) -> Result<(), CacheError>;
     /// Calls `f` with every (key, value).
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), CacheError>;
+    /// Makes every write so far durable.
+    fn flush(&self) -> Result<(), CacheError>;
 }
 
 /// The in-memory twin of [`SledStore`].
@@ -90,6 +92,9 @@ impl Store for MemoryStore {
         for (k, v) in self.map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             f(k, v);
         }
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), CacheError> {
         Ok(())
     }
 }
@@ -140,6 +145,9 @@ impl Store for SledStore {
             f(&k, &v);
         }
         Ok(())
+    }
+    fn flush(&self) -> Result<(), CacheError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
     }
 }
 
@@ -247,6 +255,13 @@ impl DecisionCache {
     /// An in-memory cache.
     pub fn in_memory() -> DecisionCache {
         DecisionCache::new(Box::<MemoryStore>::default())
+    }
+
+    /// Makes every write so far durable (on shutdown).
+    pub fn flush(&self) {
+        if let Err(e) = self.store.flush() {
+            tracing::warn!(error = %e, "decision cache flush failed; recent entries may be verified again after restart");
+        }
     }
 
     /// Entries currently stored (approximate while writes race).

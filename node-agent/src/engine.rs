@@ -135,6 +135,11 @@ impl Engine {
         }
     }
 
+    /// Makes the cache durable; called once the server has drained.
+    pub fn flush(&self) {
+        self.cache.flush();
+    }
+
     /// Uses `cache` (e.g. the on-disk one) instead of the in-memory default.
     pub fn with_cache(mut self, cache: DecisionCache) -> Engine {
         self.cache = Arc::new(cache);

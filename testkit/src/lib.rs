@@ -7,7 +7,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -70,7 +70,7 @@ impl Registry {
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
         let mut cfg = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: pullgate-test\n",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: pullgate-test\n",
             dir.path().join("storage").display()
         );
         let mut ca_pem = None;
@@ -90,10 +90,11 @@ impl Registry {
         let cfg_path = dir.path().join("config.yml");
         std::fs::write(&cfg_path, cfg).expect("write registry config");
         let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
+        let access = std::fs::File::create(dir.path().join("access.log")).expect("access log");
         let child = Command::new(bin)
             .arg("serve")
             .arg(&cfg_path)
-            .stdout(Stdio::null())
+            .stdout(access)
             .stderr(log)
             .spawn()
             .expect("start docker-registry");
@@ -125,9 +126,13 @@ impl Registry {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
-    /// Number of requests the registry logged, from its access log.
+    /// Number of content reads (GET/HEAD under `/v2/<name>/…`) in the
+    /// registry's access log; pushes and the `/v2/` probe are not counted.
     pub fn access_count(&self) -> usize {
-        self.log().lines().filter(|l| l.contains("\"GET /v2/") || l.contains("\"HEAD /v2/")).count()
+        let log = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| (l.contains("\"GET /v2/") || l.contains("\"HEAD /v2/")) && !l.contains(" /v2/ HTTP"))
+            .count()
     }
 
     /// Storage root on disk, e.g. to tamper with a stored blob.

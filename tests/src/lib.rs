@@ -400,6 +400,22 @@ impl Agent {
         self.child.as_mut().and_then(|c| c.try_wait().expect("polling the agent"))
     }
 
+    /// Kills the agent with SIGKILL (no drain, no cleanup) and hands back its
+    /// files, so the same config, socket path and state can be started again.
+    pub fn kill(mut self) -> AgentFiles {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let files = AgentFiles {
+            root: tempfile::tempdir().expect("a placeholder directory"),
+            config_dir: PathBuf::new(),
+            socket: PathBuf::new(),
+            state_dir: PathBuf::new(),
+        };
+        std::mem::replace(&mut self.files, files)
+    }
+
     /// Sends SIGTERM and waits up to `bound` for the agent to exit.
     pub fn terminate(&mut self, bound: Duration) -> Option<ExitStatus> {
         self.signal(nix::sys::signal::Signal::SIGTERM);
