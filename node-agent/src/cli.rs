@@ -1,12 +1,15 @@
-//! The agent's commands: `run`, `check-config`, `explain`, `status`.
+//! The agent's commands: `run`, `verify`, `check-config`, `explain`, `status`.
 //!
 //! Exit codes: 0 success, 1 runtime failure, 64 invalid config or usage
 //! (in standalone mode the config is validated before anything binds; in
 //! Kubernetes mode the agent starts without one and answers with errors, so
 //! the verifier's failure policy applies, until a valid config is synced).
+//! `verify` exits 0 allow, 1 deny, 64 invalid config, 2 any other error.
 
 use crate::config::{self, ConfigError};
 use crate::engine::Engine;
+use crate::metrics::{self, Metrics};
+use crate::oneshot;
 use crate::report::{self, DecisionLog};
 use crate::server::{self, ServerOptions};
 use crate::sync::kube::{DEFAULT_AUTH_SELECTOR, DEFAULT_CONFIG_SELECTOR, KubeOptions};
@@ -15,6 +18,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use pullgate_wire::{DEFAULT_SOCKET_PATH, PROTOCOL_VERSION, Request, Response};
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,6 +28,26 @@ use std::time::Duration;
 pub const EXIT_CONFIG: u8 = 64;
 /// Default state directory (decision log).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/pullgate";
+/// Exit code of `verify` when no decision could be made (registry, reference, I/O).
+pub const EXIT_VERIFY_ERROR: u8 = 2;
+
+/// Where the metrics endpoint listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// No metrics endpoint.
+    Off,
+    /// Listen on this address.
+    At(SocketAddr),
+}
+
+fn parse_metrics_addr(s: &str) -> Result<MetricsListen, String> {
+    if s == "off" {
+        return Ok(MetricsListen::Off);
+    }
+    s.parse::<SocketAddr>()
+        .map(MetricsListen::At)
+        .map_err(|e| format!("{e}: give IP:PORT (e.g. 127.0.0.1:9464 or [::1]:9464) or `off`"))
+}
 
 /// pullgate-agent: verifies container images for containerd on this node.
 #[derive(Parser, Debug)]
@@ -83,6 +107,44 @@ pub enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Address of the Prometheus endpoint (`GET /metrics`), IP:PORT, or
+        /// `off` [default: 127.0.0.1:9464; if that is taken the agent runs without it].
+        #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+        metrics_addr: Option<MetricsListen>,
+        /// Allow a --metrics-addr that is not a loopback address (the endpoint has no authentication).
+        #[arg(long)]
+        metrics_allow_remote: bool,
+    },
+    /// Decide once on an image with the daemon's engine and config: no
+    /// socket, no cache shared with a running agent. Exit 0 allow, 1 deny,
+    /// 64 invalid config, 2 other errors.
+    Verify {
+        /// Image reference (`registry/repository:tag` or `…@sha256:…`).
+        reference: String,
+        /// Config directory holding pullgate.toml.
+        #[arg(long, value_name = "DIR")]
+        config_dir: PathBuf,
+        /// Digest to verify; without it the tag is resolved through the registry.
+        #[arg(long, value_name = "DIGEST")]
+        digest: Option<String>,
+        /// Media type of the digest's manifest (with --size: skips fetching it).
+        #[arg(long, value_name = "TYPE", requires_all = ["digest", "size"])]
+        media_type: Option<String>,
+        /// Size of the digest's manifest in bytes (with --media-type).
+        #[arg(long, value_name = "BYTES", requires_all = ["digest", "media_type"])]
+        size: Option<u64>,
+        /// Directory for the decision log [default: a temporary directory, removed on exit].
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Time allowed for resolving and deciding (at most 60 s are spent deciding).
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Print the full report as JSON instead of the verdict line.
+        #[arg(long)]
+        json: bool,
+        /// Log format (logs go to stderr; warnings and errors only unless RUST_LOG says otherwise).
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
     },
     /// Validate a config directory; exit 64 when it is invalid.
     CheckConfig {
@@ -126,8 +188,29 @@ pub fn main(cli: Cli) -> ExitCode {
             drain_timeout,
             read_timeout,
             log_format,
+            metrics_addr,
+            metrics_allow_remote,
         } => {
-            init_tracing(log_format);
+            init_tracing(log_format, "info");
+            // The default address is best effort; an address asked for must be served.
+            let metrics_listen = match metrics_addr {
+                None => match metrics::DEFAULT_METRICS_ADDR.parse() {
+                    Ok(addr) => Some(MetricsOptions { addr, required: false }),
+                    Err(_) => None,
+                },
+                Some(MetricsListen::Off) => None,
+                Some(MetricsListen::At(addr)) => Some(MetricsOptions { addr, required: true }),
+            };
+            if let Some(m) = &metrics_listen
+                && !m.addr.ip().is_loopback()
+                && !metrics_allow_remote
+            {
+                eprintln!(
+                    "pullgate-agent: --metrics-addr {} is not a loopback address and the endpoint has no authentication; add --metrics-allow-remote to serve it there anyway",
+                    m.addr
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
             let source = match (config_dir, kubernetes) {
                 (Some(config_dir), false) => {
                     let loaded = match config::load_dir(&config_dir) {
@@ -171,7 +254,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 opts.group = Some(g);
                 opts.mode = 0o660;
             }
-            match run(source, state_dir, opts) {
+            match run(source, state_dir, opts, metrics_listen) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -179,6 +262,11 @@ pub fn main(cli: Cli) -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Verify { reference, config_dir, digest, media_type, size, state_dir, timeout, json, log_format } => {
+            init_tracing(log_format, "warn");
+            let target = oneshot::Target { reference, digest, descriptor: media_type.zip(size), timeout };
+            verify_once(&config_dir, state_dir.as_deref(), &target, json)
         }
         Command::CheckConfig { dir } => check_config(&dir),
         Command::Explain { id_or_digest, state_dir, json } => edge(explain(&id_or_digest, &state_dir, json)),
@@ -196,14 +284,21 @@ fn edge(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// Where the metrics endpoint listens, and whether failing to bind it stops the agent.
+struct MetricsOptions {
+    addr: SocketAddr,
+    /// Given with --metrics-addr (binding must succeed) rather than the default (best effort).
+    required: bool,
 }
 
 /// Where the running agent's config comes from.
@@ -233,7 +328,12 @@ async fn kube_client() -> anyhow::Result<::kube::Client> {
     ::kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
-fn run(source: Source, state_dir: PathBuf, opts: ServerOptions) -> anyhow::Result<()> {
+fn run(
+    source: Source,
+    state_dir: PathBuf,
+    opts: ServerOptions,
+    metrics_listen: Option<MetricsOptions>,
+) -> anyhow::Result<()> {
     create_private_dir(&state_dir).with_context(|| format!("creating state directory {}", state_dir.display()))?;
     let log = DecisionLog::open(&state_dir, report::DEFAULT_ROTATE_BYTES)?;
     let (config_dir, initial) = match &source {
@@ -264,7 +364,11 @@ fn run(source: Source, state_dir: PathBuf, opts: ServerOptions) -> anyhow::Resul
         }
         Err(e) => tracing::warn!("starting without a config, answering with errors until one is synced: {e}"),
     }
-    let engine = Arc::new(Engine::new(config_dir, initial, log));
+    // Served on /metrics. The engine reports registry requests into it; its
+    // decisions, cache lookups, generation, reloads and sync errors are not
+    // recorded yet (Engine cannot take `metrics` yet).
+    let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(Engine::new(config_dir, initial, log).with_registry_observer(metrics.registry_observer()));
     // Filled from pull Secrets in Kubernetes mode; the registry keychain reads it.
     let credentials = RegistryCredentials::new();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -277,8 +381,21 @@ fn run(source: Source, state_dir: PathBuf, opts: ServerOptions) -> anyhow::Resul
             Source::Kubernetes(_) => Some(kube_client().await?),
             Source::Dir(..) => None,
         };
+        // Bound before the socket, so a refused address leaves no socket behind.
+        let metrics_listener = match &metrics_listen {
+            None => None,
+            Some(m) => match metrics::bind(m.addr).await {
+                Ok(l) => Some(l),
+                Err(e) if m.required => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!("running without the metrics endpoint: {e}");
+                    None
+                }
+            },
+        };
         let listener = server::bind(&opts)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let metrics_task = metrics_listener.map(|l| tokio::spawn(metrics::serve(l, metrics.clone(), rx.clone())));
         let sync_task = match (source, client) {
             (Source::Kubernetes(k), Some(client)) => {
                 tokio::spawn(sync::kube::run(client, k, engine.clone(), credentials, rx.clone()))
@@ -294,6 +411,11 @@ fn run(source: Source, state_dir: PathBuf, opts: ServerOptions) -> anyhow::Resul
         signals.abort();
         if tokio::time::timeout(Duration::from_secs(5), sync_task).await.is_err() {
             tracing::warn!("the config sync did not stop within 5 s");
+        }
+        if let Some(task) = metrics_task
+            && tokio::time::timeout(Duration::from_secs(5), task).await.is_err()
+        {
+            tracing::warn!("the metrics endpoint did not stop within 5 s");
         }
         tracing::info!("stopped");
         Ok(())
@@ -326,6 +448,72 @@ async fn handle_signals(engine: Arc<Engine>, shutdown: tokio::sync::watch::Sende
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o750).create(dir)
+}
+
+/// `verify REF`: one decision with the daemon's engine, printed like
+/// pullgate-verifier's line (or the report as JSON).
+fn verify_once(config_dir: &Path, state_dir: Option<&Path>, target: &oneshot::Target, json: bool) -> ExitCode {
+    let loaded = match config::load_dir(config_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("pullgate-agent: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for w in &loaded.warnings {
+        tracing::warn!(config = %config_dir.display(), "{w}");
+    }
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("pullgate-agent: {e}");
+        ExitCode::from(EXIT_VERIFY_ERROR)
+    };
+    // A fresh temporary state directory unless one is given: nothing is shared with a daemon.
+    let temp;
+    let state_dir = match state_dir {
+        Some(d) => {
+            if let Err(e) = create_private_dir(d) {
+                return fail(&format!("creating state directory {}: {e}", d.display()));
+            }
+            d
+        }
+        None => match tempfile::Builder::new().prefix("pullgate-verify-").tempdir() {
+            Ok(t) => {
+                temp = t;
+                temp.path()
+            }
+            Err(e) => return fail(&format!("creating a temporary state directory: {e}")),
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("starting the async runtime: {e}")),
+    };
+    let shot = match runtime.block_on(oneshot::verify(loaded, state_dir, target)) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let d = match &shot.response {
+        Response::Decision(d) => d,
+        Response::Error { message } => return fail(&format!("no decision: {message}")),
+        Response::Status(_) => return fail(&"the engine answered with a status, not a decision"),
+    };
+    if json {
+        let Some(report) = &shot.report else {
+            return fail(&format!("report {} is missing from the decision log", d.report_id));
+        };
+        match serde_json::to_string_pretty(report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => return fail(&format!("encoding report {}: {e}", d.report_id)),
+        }
+    } else {
+        let line =
+            format!("pullgate: {} {}: {} (report {})", d.verdict.past_tense(), shot.label(), d.reason, d.report_id);
+        println!("{}", line.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>());
+    }
+    match d.verdict {
+        pullgate_wire::Verdict::Allow => ExitCode::SUCCESS,
+        pullgate_wire::Verdict::Deny => ExitCode::FAILURE,
+    }
 }
 
 fn check_config(dir: &Path) -> ExitCode {

@@ -7,6 +7,8 @@
 //! * [`engine`] — the decision pipeline (allowlist → scope → verification →
 //!   failure policy → mode) and its counters;
 //! * [`report`] — decision reports, ids and the JSON-lines decision log;
+//! * [`metrics`] — Prometheus metrics and the `/metrics` endpoint;
+//! * [`oneshot`] — `verify REF`: one decision without a daemon;
 //! * [`server`] — the Unix socket: peers, framing, limits, drain;
 //! * [`verify`] — runs required verifiers against the registry;
 //! * [`sync`] — config sources: Kubernetes ConfigMaps and pull Secrets,
@@ -18,6 +20,8 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod flight;
+pub mod metrics;
+pub mod oneshot;
 pub mod report;
 pub mod server;
 pub mod sync;

@@ -169,6 +169,14 @@ pub enum RegistryError {
         /// What is wrong.
         detail: String,
     },
+    /// What was asked for does not exist in the registry.
+    #[error("registry {registry}: {what} does not exist; check the repository and tag")]
+    NotFound {
+        /// Registry host.
+        registry: String,
+        /// What was looked up.
+        what: String,
+    },
     /// The TLS settings for a registry are unusable.
     #[error("registry {registry}: TLS settings: {detail}")]
     Tls {
@@ -180,9 +188,9 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
-    /// True for a 404 answer.
+    /// True for a 404 answer or a missing tag.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, RegistryError::Status { status: 404, .. })
+        matches!(self, RegistryError::Status { status: 404, .. } | RegistryError::NotFound { .. })
     }
 }
 
@@ -290,6 +298,24 @@ impl Client {
             }
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Resolves `tag` to the descriptor of the manifest (or index) it names:
+    /// `(digest, media type, size)`. The digest is computed from the bytes
+    /// served, not taken from a header. A missing tag is [`RegistryError::NotFound`].
+    pub async fn resolve(
+        &self,
+        repo: &Repository,
+        tag: &str,
+        deadline: Instant,
+    ) -> Result<(String, String, u64), RegistryError> {
+        match self.manifest_by_tag(repo, tag, deadline).await? {
+            Some(m) => {
+                let size = m.bytes.len() as u64;
+                Ok((m.digest, m.media_type, size))
+            }
+            None => Err(RegistryError::NotFound { registry: repo.host.clone(), what: format!("tag {repo}:{tag}") }),
         }
     }
 
