@@ -310,8 +310,11 @@ impl DecisionCache {
         if ttl.is_zero() {
             return;
         }
-        let record =
-            Record { key: key.to_string(), expires_ms: now_ms() + ttl.as_millis() as u64, evaluation: evaluation.clone() };
+        let record = Record {
+            key: key.to_string(),
+            expires_ms: now_ms() + ttl.as_millis() as u64,
+            evaluation: evaluation.clone(),
+        };
         let Ok(bytes) = serde_json::to_vec(&record) else { return };
         match self.store.insert(key.as_bytes(), &bytes) {
             Ok(true) => {
@@ -433,9 +436,9 @@ mod tests {
         assert!(c.get("k").is_none());
         c.put("k2", &eval(Outcome::Allow("ok".into())), &CachePolicy::default());
         assert!(c.get("k2").is_some());
-        let aside = std::fs::read_dir(dir.path()).unwrap().filter(|e| {
-            e.as_ref().unwrap().file_name().to_string_lossy().contains("corrupt-")
-        });
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("corrupt-"));
         assert_eq!(aside.count(), 1, "the broken database was kept aside for inspection");
     }
 }

@@ -364,11 +364,13 @@ fn run(
         }
         Err(e) => tracing::warn!("starting without a config, answering with errors until one is synced: {e}"),
     }
-    // Served on /metrics. The engine reports registry requests into it; its
-    // decisions, cache lookups, generation, reloads and sync errors are not
-    // recorded yet (Engine cannot take `metrics` yet).
+    let cache_dir = state_dir.join("cache");
+    let cache = crate::cache::DecisionCache::new(Box::new(crate::cache::SledStore::open(&cache_dir)?));
+    tracing::info!(cache = %cache_dir.display(), entries = cache.len(), "decision cache opened");
+    // Served on /metrics: decisions, latency, cache lookups, registry
+    // requests, the config generation, reloads and sync errors.
     let metrics = Arc::new(Metrics::new());
-    let engine = Arc::new(Engine::new(config_dir, initial, log).with_registry_observer(metrics.registry_observer()));
+    let engine = Arc::new(Engine::new(config_dir, initial, log).with_cache(cache).with_metrics(metrics.clone()));
     // Filled from pull Secrets in Kubernetes mode; the registry keychain reads it.
     let credentials = RegistryCredentials::new();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -398,6 +400,7 @@ fn run(
         let metrics_task = metrics_listener.map(|l| tokio::spawn(metrics::serve(l, metrics.clone(), rx.clone())));
         let sync_task = match (source, client) {
             (Source::Kubernetes(k), Some(client)) => {
+                tokio::spawn(feed_pull_secrets(credentials.clone(), engine.clone(), rx.clone()));
                 tokio::spawn(sync::kube::run(client, k, engine.clone(), credentials, rx.clone()))
             }
             (Source::Dir(dir, _), _) => {
@@ -406,7 +409,8 @@ fn run(
             (Source::Kubernetes(_), None) => bail!("no Kubernetes client"),
         };
         let signals = tokio::spawn(handle_signals(engine.clone(), tx));
-        server::serve(listener, engine, opts, rx).await;
+        server::serve(listener, engine.clone(), opts, rx).await;
+        engine.flush();
         // Aborting the signal task drops the shutdown sender: the sync stops too.
         signals.abort();
         if tokio::time::timeout(Duration::from_secs(5), sync_task).await.is_err() {
@@ -420,6 +424,32 @@ fn run(
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Hands every new set of pull-Secret credentials to the engine's registry
+/// keychain, parsed by the registry crate's docker config reader.
+async fn feed_pull_secrets(
+    credentials: RegistryCredentials,
+    engine: Arc<Engine>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut updates = credentials.subscribe();
+    loop {
+        let snapshot = updates.borrow_and_update().clone();
+        let mut keychain = pullgate_registry::auth::Keychain::new();
+        for secret in &snapshot.secrets {
+            match pullgate_registry::auth::Keychain::from_docker_config(&secret.name, secret.raw.expose()) {
+                Ok(kc) => keychain.extend(&kc),
+                Err(e) => tracing::warn!(secret = %secret.name, "pull secret ignored: {e}"),
+            }
+        }
+        tracing::info!(secrets = snapshot.secrets.len(), entries = keychain.len(), "registry credentials updated");
+        engine.set_pull_secrets(keychain);
+        tokio::select! {
+            changed = updates.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// SIGTERM / SIGINT start the drain; SIGHUP re-reads the config directory.

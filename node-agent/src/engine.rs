@@ -10,8 +10,8 @@ use crate::config::{self, Action, Combine, DefaultAction, Loaded, Mode, Verifier
 use crate::flight::Flights;
 use crate::report::{DecisionLog, IdGenerator, Peer, Report, Source, Step};
 use crate::verify;
-use pullgate_registry::auth::Keychain;
 use pullgate_reference::{Digest, Reference};
+use pullgate_registry::auth::Keychain;
 use pullgate_wire::{
     DecisionResponse, FailurePolicy, PROTOCOL_VERSION, Response, StatusResponse, Verdict, VerifyRequest,
 };
@@ -37,7 +37,6 @@ pub enum VerifyError {
     #[error("verification did not finish within {0} ms")]
     Deadline(u64),
 }
-
 
 /// The config in force and where it came from.
 struct Current {
@@ -77,6 +76,7 @@ pub struct Engine {
     flights: Arc<Flights>,
     pull_secrets: RwLock<Keychain>,
     observer: Option<pullgate_registry::RequestObserver>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Engine {
@@ -101,7 +101,20 @@ impl Engine {
             flights: Arc::new(Flights::default()),
             pull_secrets: RwLock::new(Keychain::new()),
             observer: None,
+            metrics: None,
         }
+    }
+
+    /// Records decisions, cache lookups, registry requests, the config
+    /// generation, reloads and sync errors in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Engine {
+        if let Some(l) = self.loaded() {
+            metrics.set_generation(&l.generation);
+        }
+        self.observer = Some(metrics.registry_observer());
+        self.metrics = Some(metrics);
+        self.rebuild_registry();
+        self
     }
 
     /// Reports every registry request to `observer` (metrics).
@@ -174,6 +187,9 @@ impl Engine {
     /// cannot be parsed, a generation that cannot be written).
     pub fn count_sync_error(&self) {
         self.counters.sync_errors.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.sync_error();
+        }
     }
 
     /// Records a newer config that was rejected before it reached the config
@@ -184,6 +200,9 @@ impl Engine {
         let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
         cur.error = Some(why);
         self.counters.reload_failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.reload(false);
+        }
     }
 
     /// Re-reads the config directory. An invalid config is not applied: the
@@ -201,12 +220,19 @@ impl Engine {
                 }
                 cur.loaded = Some(Arc::new(new));
                 self.counters.reloads.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &self.metrics {
+                    m.reload(true);
+                    m.set_generation(&generation);
+                }
                 Ok(changed.then_some(generation))
             }
             Err(e) => {
                 let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
                 cur.error = Some(e.to_string());
                 self.counters.reload_failures.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &self.metrics {
+                    m.reload(false);
+                }
                 Err(e)
             }
         }
@@ -316,12 +342,18 @@ impl Engine {
         let (evaluation, from_cache) = match self.cache.get(&key) {
             Some(hit) => {
                 self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &self.metrics {
+                    m.cache_hit();
+                }
                 let origin = hit.origin.clone().unwrap_or_else(|| "-".into());
                 trace.step("cache", &format!("hit: first decided in report {origin}"));
                 (hit, true)
             }
             None => {
                 self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &self.metrics {
+                    m.cache_miss();
+                }
                 trace.step("cache", "miss");
                 let subject = verify::Subject {
                     reference,
@@ -402,7 +434,15 @@ impl Engine {
         };
         report.verdict = verdict;
         report.reason = reason.clone();
-        report.duration_us = trace.received.elapsed().as_micros() as u64;
+        let elapsed = trace.received.elapsed();
+        report.duration_us = elapsed.as_micros() as u64;
+        if let Some(m) = &self.metrics {
+            let verdict = match verdict {
+                Verdict::Allow => "allow",
+                Verdict::Deny => "deny",
+            };
+            m.record_decision(verdict, report.mode.as_deref().unwrap_or("none"), report.source.as_str(), elapsed);
+        }
         report.steps = trace.steps;
         self.record(&report);
         tracing::info!(
@@ -448,7 +488,12 @@ async fn evaluate(
     };
     if let Some((i, p)) = cfg.allowlist.iter().enumerate().find(|(_, p)| p.matches(reference, digest)) {
         trace.step("allowlist", &format!("matched allowlist[{i}] {p}"));
-        return e(Outcome::Allow(format!("allowlist entry {p}")), format!("allowlist[{i}] {p}"), Source::Allowlist, trace);
+        return e(
+            Outcome::Allow(format!("allowlist entry {p}")),
+            format!("allowlist[{i}] {p}"),
+            Source::Allowlist,
+            trace,
+        );
     }
     trace.step("allowlist", "no match");
     let Some(scope) = cfg.scopes.iter().find(|s| s.images.iter().any(|p| p.matches(reference, digest))) else {

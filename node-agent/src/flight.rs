@@ -37,11 +37,10 @@ impl Flights {
             flights.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&owned_key);
             result
         });
-        let shared = async move {
-            task.await.unwrap_or_else(|e| Evaluation::error(format!("verification task failed: {e}")))
-        }
-        .boxed()
-        .shared();
+        let shared =
+            async move { task.await.unwrap_or_else(|e| Evaluation::error(format!("verification task failed: {e}"))) }
+                .boxed()
+                .shared();
         map.insert(key.to_string(), shared.clone());
         (shared, true)
     }

@@ -41,6 +41,20 @@ pub enum Source {
     Cache,
 }
 
+impl Source {
+    /// The name used in reports and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Allowlist => "allowlist",
+            Source::Policy => "policy",
+            Source::Verify => "verify",
+            Source::FailurePolicy => "failure-policy",
+            Source::Input => "input",
+            Source::Cache => "cache",
+        }
+    }
+}
+
 /// One step of the pipeline, for the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -304,7 +318,7 @@ pub fn render(r: &Report) -> String {
     s.push_str(&format!("generation {}\n", opt(&r.generation)));
     s.push_str(&format!("mode       {} (failure policy {})\n", opt(&r.mode), opt(&r.failure_policy)));
     s.push_str(&format!("rule       {}\n", opt(&r.rule)));
-    s.push_str(&format!("outcome    {} (source {:?})\n", r.outcome, r.source));
+    s.push_str(&format!("outcome    {} (source {})\n", r.outcome, r.source.as_str()));
     s.push_str(&format!("verdict    {} — {}\n", r.verdict.past_tense(), r.reason));
     s.push_str("steps:\n");
     for st in &r.steps {

@@ -9,8 +9,8 @@
 use crate::config::{Combine, Config, NotationTrust, RegistrySettings, Requirements, VerifierKind};
 use crate::report::{CheckReport, SignatureReport, VerifierRun};
 use pullgate_reference::{Digest, Reference};
-use pullgate_registry::types::ImageManifest;
 use pullgate_registry::auth::Keychain;
+use pullgate_registry::types::ImageManifest;
 use pullgate_registry::{Client, ClientOptions, HostOptions, Repository, RequestObserver};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -75,7 +75,9 @@ pub fn keychain(cfg: &Config, pull_secrets: &Keychain) -> Keychain {
     if let Some(path) = &cfg.docker_config {
         match Keychain::from_docker_config_file(path) {
             Ok(file) => kc = file,
-            Err(e) => tracing::error!(error = %e, "registry credentials unavailable; pulls from private registries will fail"),
+            Err(e) => {
+                tracing::error!(error = %e, "registry credentials unavailable; pulls from private registries will fail")
+            }
         }
     }
     kc.extend(pull_secrets);
