@@ -469,7 +469,9 @@ fn run(
     let (leaf, verifier_der, signer) = match (&leaf_and_key, signer_key) {
         (Some(leaf), _) => (Some(leaf), leaf.der.clone(), None),
         (None, Some(key)) => (None, key.spki_der().to_vec(), Some(key)),
-        (None, None) => unreachable!("signature() returns the key when there is no certificate"),
+        (None, None) => {
+            return Err(fail(FailureClass::Material, "neither a certificate nor a trusted key signed the bundle"));
+        }
     };
     rec.signer = match (signer, leaf) {
         (Some(key), _) => Some(Signer::Key { name: key.name().to_string(), key_id: key.key_id().to_string() }),
@@ -826,24 +828,31 @@ pub(crate) fn certificate_at_times(
     Ok(())
 }
 
-/// The certificate's signer: its first identity SAN and its OIDC issuer.
-pub(crate) fn cert_signer(leaf: &Cert) -> Result<Signer, Failure> {
+/// The certificate's OIDC issuer and its identity SANs (at least one).
+fn cert_identity(leaf: &Cert) -> Result<(String, Vec<String>), Failure> {
     let issuer = leaf.oidc_issuer().map_err(|e| fail(FailureClass::Certificate, e))?.ok_or_else(|| {
         fail(FailureClass::Identity, "the certificate records no OIDC issuer (not a Fulcio certificate?)")
     })?;
     let sans = leaf.identities().map_err(|e| fail(FailureClass::Certificate, e))?;
-    let subject = sans.first().cloned().ok_or_else(|| {
-        fail(FailureClass::Identity, "the certificate has no email, URI or username subject alternative name")
-    })?;
-    Ok(Signer::Certificate { subject, issuer })
+    if sans.is_empty() {
+        return Err(fail(
+            FailureClass::Identity,
+            "the certificate has no email, URI or username subject alternative name",
+        ));
+    }
+    Ok((issuer, sans))
+}
+
+/// The certificate's signer: its first identity SAN and its OIDC issuer.
+pub(crate) fn cert_signer(leaf: &Cert) -> Result<Signer, Failure> {
+    let (issuer, mut sans) = cert_identity(leaf)?;
+    Ok(Signer::Certificate { subject: sans.swap_remove(0), issuer })
 }
 
 /// Matches the certificate's identity against the policy.
 pub(crate) fn identity(leaf: &Cert, identities: &[Identity]) -> Result<((), String), Failure> {
-    let Signer::Certificate { subject, issuer } = cert_signer(leaf)? else {
-        unreachable!("cert_signer returns a certificate signer")
-    };
-    let sans = leaf.identities().map_err(|e| fail(FailureClass::Certificate, e))?;
+    let (issuer, sans) = cert_identity(leaf)?;
+    let subject = &sans[0];
     match identities.iter().find(|id| id.matches(&issuer, &sans)) {
         Some(id) => Ok(((), format!("{subject} from {issuer} matches {id}"))),
         None => Err(fail(
