@@ -180,6 +180,27 @@ pub struct Config {
     pub notation: Option<NotationTrust>,
     /// Decision cache lifetimes and bound.
     pub cache: crate::cache::CachePolicy,
+    /// Cosign / Sigstore trust (keys, roots, identities, provenance), when configured.
+    pub sigstore: Option<SigstoreTrust>,
+}
+
+/// Cosign signature and Sigstore bundle policies built from `[sigstore]`.
+#[derive(Clone)]
+pub struct SigstoreTrust {
+    /// For cosign `.sig` signatures.
+    pub cosign: Arc<pullgate_sigstore::CosignPolicy>,
+    /// For Sigstore bundles (signatures and attestations) attached as referrers.
+    pub bundle: Arc<pullgate_sigstore::BundlePolicy>,
+}
+
+impl fmt::Debug for SigstoreTrust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigstoreTrust")
+            .field("keys", &self.cosign.keys.len())
+            .field("identities", &self.cosign.identities.len())
+            .field("require_tlog", &self.cosign.require_tlog)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How to reach one registry.
@@ -301,6 +322,40 @@ mod raw {
         pub auth: Option<Auth>,
         pub notation: Option<Notation>,
         pub cache: Option<Cache>,
+        pub sigstore: Option<Sigstore>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct Sigstore {
+        #[serde(default)]
+        pub keys: Vec<String>,
+        pub trusted_root: Option<String>,
+        #[serde(default)]
+        pub fulcio_roots: Vec<String>,
+        #[serde(default)]
+        pub rekor_keys: Vec<String>,
+        pub require_tlog: Option<bool>,
+        #[serde(default)]
+        pub identities: Vec<Identity>,
+        pub provenance: Option<Provenance>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct Identity {
+        pub issuer: Option<String>,
+        pub issuer_regex: Option<String>,
+        pub subject: Option<String>,
+        pub subject_regex: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct Provenance {
+        pub builder_id: Option<String>,
+        pub source_repository: Option<String>,
+        pub build_type: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -379,6 +434,20 @@ pub struct FileRefs {
     ca: Vec<(String, String)>,
     /// `notation.trustPolicy` and `notation.trustStore`.
     notation: Option<(String, String)>,
+    /// `[sigstore]` file references and the policy parts that need no files.
+    sigstore: Option<SigstoreRefs>,
+}
+
+/// The parts of `[sigstore]` read from files, and the rest already validated.
+#[derive(Debug, Default)]
+struct SigstoreRefs {
+    keys: Vec<String>,
+    trusted_root: Option<String>,
+    fulcio_roots: Vec<String>,
+    rekor_keys: Vec<String>,
+    require_tlog: bool,
+    identities: Vec<pullgate_sigstore::Identity>,
+    provenance: Option<pullgate_sigstore::ProvenancePolicy>,
 }
 
 /// Parses and validates the text of `pullgate.toml`, returning the config
@@ -558,6 +627,84 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
         }
         refs.notation = Some((n.trust_policy.clone(), n.trust_store.clone()));
     }
+    if let Some(sg) = raw.sigstore {
+        let mut refs_sg = SigstoreRefs { require_tlog: sg.require_tlog.unwrap_or(true), ..Default::default() };
+        for (field, list) in [
+            ("sigstore.keys", &sg.keys),
+            ("sigstore.fulcioRoots", &sg.fulcio_roots),
+            ("sigstore.rekorKeys", &sg.rekor_keys),
+        ] {
+            for (i, p) in list.iter().enumerate() {
+                if let Err(why) = safe_relative(p) {
+                    issues.push(issue(&format!("{field}[{i}]"), why));
+                }
+            }
+        }
+        if let Some(p) = &sg.trusted_root
+            && let Err(why) = safe_relative(p)
+        {
+            issues.push(issue("sigstore.trustedRoot", why));
+        }
+        let matcher =
+            |field: String, exact: Option<String>, regex: Option<String>, issues: &mut Vec<Issue>| match (exact, regex)
+            {
+                (Some(v), None) => Some(pullgate_sigstore::Matcher::exact(v)),
+                (None, Some(r)) => match pullgate_sigstore::Matcher::regex(&r) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        issues.push(issue(&field, format!("{r:?}: {e}")));
+                        None
+                    }
+                },
+                (Some(_), Some(_)) => {
+                    issues.push(issue(&field, "give the exact value or the regex, not both".into()));
+                    None
+                }
+                (None, None) => {
+                    issues.push(issue(&field, "missing: give the exact value or a regex (always anchored)".into()));
+                    None
+                }
+            };
+        for (i, id) in sg.identities.into_iter().enumerate() {
+            let issuer = matcher(format!("sigstore.identities[{i}].issuer"), id.issuer, id.issuer_regex, &mut issues);
+            let subject =
+                matcher(format!("sigstore.identities[{i}].subject"), id.subject, id.subject_regex, &mut issues);
+            if let (Some(issuer), Some(subject)) = (issuer, subject) {
+                refs_sg.identities.push(pullgate_sigstore::Identity::new(issuer, subject));
+            }
+        }
+        if sg.keys.is_empty() && refs_sg.identities.is_empty() {
+            issues.push(issue("sigstore", "name at least one key (keys) or keyless identity (identities)".into()));
+        }
+        if !refs_sg.identities.is_empty() && sg.trusted_root.is_none() && sg.fulcio_roots.is_empty() {
+            issues.push(issue(
+                "sigstore.identities",
+                "keyless identities need Fulcio roots: set trustedRoot (a Sigstore trusted_root.json) or fulcioRoots"
+                    .into(),
+            ));
+        }
+        refs_sg.provenance = sg.provenance.map(|p| pullgate_sigstore::ProvenancePolicy {
+            builder_id: p.builder_id.map(pullgate_sigstore::Matcher::exact),
+            source_repository: p.source_repository.map(pullgate_sigstore::Matcher::exact),
+            build_type: p.build_type.map(pullgate_sigstore::Matcher::exact),
+        });
+        refs_sg.keys = sg.keys;
+        refs_sg.trusted_root = sg.trusted_root;
+        refs_sg.fulcio_roots = sg.fulcio_roots;
+        refs_sg.rekor_keys = sg.rekor_keys;
+        refs.sigstore = Some(refs_sg);
+    }
+    for (i, s) in scopes.iter().enumerate() {
+        if let Action::Verify(r) = &s.action
+            && (r.verifiers().contains(&VerifierKind::Cosign) || r.verifiers().contains(&VerifierKind::Sigstore))
+            && refs.sigstore.is_none()
+        {
+            issues.push(issue(
+                &format!("scopes[{i}].verify.require"),
+                "cosign and sigstore need a [sigstore] table with keys or identities".into(),
+            ));
+        }
+    }
     for (i, s) in scopes.iter().enumerate() {
         if let Action::Verify(r) = &s.action
             && r.verifiers().contains(&VerifierKind::Notation)
@@ -607,6 +754,7 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
         docker_config,
         notation: None,
         cache,
+        sigstore: None,
     };
     Ok((config, warnings, refs))
 }
@@ -692,6 +840,72 @@ fn resolve_files(
             }
             config.notation = Some(NotationTrust { policy: Arc::new(policy), store: Arc::new(store) });
         }
+    }
+    if let Some(sg) = refs.sigstore {
+        let text = |field: &str, name: &str, issues: &mut Vec<Issue>| -> Option<String> {
+            match file(name).map(String::from_utf8) {
+                Some(Ok(t)) => Some(t),
+                Some(Err(_)) => {
+                    issues.push(Issue { file: name.into(), field: String::new(), reason: "not UTF-8 text".into() });
+                    None
+                }
+                None => {
+                    issues.push(Issue {
+                        file: CONFIG_FILE.into(),
+                        field: field.into(),
+                        reason: format!("{name} does not exist in the config directory"),
+                    });
+                    None
+                }
+            }
+        };
+        let mut keys = pullgate_sigstore::PublicKeys::new();
+        for (i, k) in sg.keys.iter().enumerate() {
+            if let Some(pem) = text(&format!("sigstore.keys[{i}]"), k, &mut issues)
+                && let Err(e) = keys.add_pem(k, &pem)
+            {
+                issues.push(Issue { file: k.clone(), field: String::new(), reason: e.to_string() });
+            }
+        }
+        let mut root = pullgate_sigstore::TrustedRoot::new();
+        if let Some(r) = &sg.trusted_root
+            && let Some(bytes) = file(r)
+        {
+            match pullgate_sigstore::TrustedRoot::parse(&bytes) {
+                Ok(t) => root = t,
+                Err(e) => issues.push(Issue { file: r.clone(), field: String::new(), reason: e.to_string() }),
+            }
+        } else if let Some(r) = &sg.trusted_root {
+            text("sigstore.trustedRoot", r, &mut issues);
+        }
+        for (i, f) in sg.fulcio_roots.iter().enumerate() {
+            if let Some(pem) = text(&format!("sigstore.fulcioRoots[{i}]"), f, &mut issues)
+                && let Err(e) = root.add_certificate_authority_pem(f, &pem)
+            {
+                issues.push(Issue { file: f.clone(), field: String::new(), reason: e.to_string() });
+            }
+        }
+        for (i, k) in sg.rekor_keys.iter().enumerate() {
+            if let Some(pem) = text(&format!("sigstore.rekorKeys[{i}]"), k, &mut issues)
+                && let Err(e) = root.add_tlog_key_pem(k, &pem)
+            {
+                issues.push(Issue { file: k.clone(), field: String::new(), reason: e.to_string() });
+            }
+        }
+        let cosign = pullgate_sigstore::CosignPolicy {
+            keys: keys.clone(),
+            identities: sg.identities.clone(),
+            trusted_root: root.clone(),
+            require_tlog: sg.require_tlog,
+        };
+        let bundle = pullgate_sigstore::BundlePolicy {
+            trusted_root: root,
+            identities: sg.identities,
+            keys,
+            require_tlog: sg.require_tlog,
+            provenance: sg.provenance,
+        };
+        config.sigstore = Some(SigstoreTrust { cosign: Arc::new(cosign), bundle: Arc::new(bundle) });
     }
     if issues.is_empty() { Ok(()) } else { Err(issues) }
 }

@@ -6,7 +6,7 @@
 //! signatures that do not verify are failures (deny). Every signature
 //! examined is recorded for the report.
 
-use crate::config::{Combine, Config, NotationTrust, RegistrySettings, Requirements, VerifierKind};
+use crate::config::{Combine, Config, NotationTrust, RegistrySettings, Requirements, SigstoreTrust, VerifierKind};
 use crate::report::{CheckReport, SignatureReport, VerifierRun};
 use pullgate_reference::{Digest, Reference};
 use pullgate_registry::auth::Keychain;
@@ -99,6 +99,14 @@ pub async fn run_all(
             VerifierKind::Notation => match &cfg.notation {
                 Some(trust) => notation(client, trust, subject, deadline).await,
                 None => error_run(*kind, "no [notation] trust policy is configured".into()),
+            },
+            VerifierKind::Cosign => match &cfg.sigstore {
+                Some(trust) => cosign(client, trust, subject, deadline).await,
+                None => error_run(*kind, "no [sigstore] trust is configured".into()),
+            },
+            VerifierKind::Sigstore => match &cfg.sigstore {
+                Some(trust) => bundles(client, trust, subject, deadline).await,
+                None => error_run(*kind, "no [sigstore] trust is configured".into()),
             },
             other => error_run(*other, "this agent cannot run it yet".into()),
         };
@@ -259,6 +267,216 @@ async fn notation(client: &Client, trust: &NotationTrust, subject: &Subject, dea
     if referrers.descriptors.is_empty() && !outcome.verified {
         run.reason = format!("no Notation signature found for {digest} in {repo}");
     }
+    run
+}
+
+/// Artifact type of cosign signature manifests attached as OCI 1.1 referrers.
+pub const COSIGN_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+/// Prefix of Sigstore bundle artifact types (`…bundle.v0.3+json`, `…bundle+json;version=0.x`).
+pub const BUNDLE_ARTIFACT_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
+/// Most signature layers examined per image.
+const MAX_SIGSTORE_LAYERS: usize = 32;
+
+/// A run that has not reached a verdict yet.
+fn new_run(kind: VerifierKind, repo: &Repository) -> VerifierRun {
+    VerifierRun {
+        verifier: kind.as_str().into(),
+        result: RunResult::Error.as_str().into(),
+        reason: String::new(),
+        registry: Some(repo.host.clone()),
+        referrers: None,
+        signatures: Vec::new(),
+    }
+}
+
+/// Turns a Sigstore outcome into the report's signature entry.
+fn sigstore_report(manifest: &str, media_type: &str, o: &pullgate_sigstore::Outcome) -> SignatureReport {
+    let mut checks: Vec<CheckReport> = o
+        .checks
+        .iter()
+        .map(|c| CheckReport {
+            check: c.name.into(),
+            status: format!("{:?}", c.status).to_lowercase(),
+            reason: c.detail.clone(),
+        })
+        .collect();
+    if let Some(f) = &o.failure {
+        checks.push(CheckReport { check: "verdict".into(), status: f.class.as_str().into(), reason: f.reason.clone() });
+    }
+    let mut signer = o.signer.as_ref().map(|s| s.to_string());
+    if let (Some(s), Some(i)) = (&mut signer, o.log_index) {
+        s.push_str(&format!(" (rekor log index {i})"));
+    }
+    SignatureReport {
+        manifest: manifest.into(),
+        envelope_media_type: media_type.into(),
+        signer,
+        policy: None,
+        level: None,
+        verified: o.verified,
+        checks,
+    }
+}
+
+/// One-line verdict over the signatures a Sigstore verifier examined.
+fn sigstore_verdict(run: &mut VerifierRun, kind: &str, found: usize, digest: &str, repo: &Repository) {
+    if let Some(ok) = run.signatures.iter().find(|s| s.verified) {
+        run.result = RunResult::Pass.as_str().into();
+        run.reason = format!("{kind} by {} verified", ok.signer.as_deref().unwrap_or("a trusted signer"));
+    } else if found == 0 {
+        run.result = RunResult::Fail.as_str().into();
+        run.reason = format!("no {kind} found for {digest} in {repo}");
+    } else {
+        run.result = RunResult::Fail.as_str().into();
+        let why: Vec<String> = run
+            .signatures
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let last = s.checks.iter().rev().find(|c| c.check == "verdict");
+                format!(
+                    "#{}: {}",
+                    i + 1,
+                    last.map_or("not verified".to_string(), |c| format!("{}: {}", c.status, c.reason))
+                )
+            })
+            .collect();
+        run.reason = format!("no {kind} verified ({})", why.join("; "));
+    }
+}
+
+/// Cosign: the `sha256-<hex>.sig` tag (cosign's default scheme) and signature
+/// manifests attached as referrers; every layer is a simple-signing payload
+/// with its signature, certificate and Rekor bundle in annotations.
+async fn cosign(client: &Client, trust: &SigstoreTrust, subject: &Subject, deadline: Instant) -> VerifierRun {
+    let repo = Repository::of(&subject.reference);
+    let digest = subject.digest.to_string();
+    let mut run = new_run(VerifierKind::Cosign, &repo);
+    let mut manifests: Vec<(String, ImageManifest)> = Vec::new();
+    let tag = format!("{}.sig", digest.replace(':', "-"));
+    match client.manifest_by_tag(&repo, &tag, deadline).await {
+        Ok(Some(m)) => match serde_json::from_slice::<ImageManifest>(&m.bytes) {
+            Ok(parsed) => manifests.push((m.digest, parsed)),
+            Err(e) => run.signatures.push(ignored_signature(&m.digest, format!("{tag} is not an image manifest: {e}"))),
+        },
+        Ok(None) => {}
+        Err(e) => {
+            run.reason = format!("looking up {tag}: {e}");
+            return run;
+        }
+    }
+    run.referrers = Some("cosign-tag".into());
+    match client.referrers(&repo, &digest, Some(COSIGN_ARTIFACT_TYPE), deadline).await {
+        Ok(r) => {
+            for d in r.descriptors.iter().take(MAX_SIGSTORE_LAYERS) {
+                match client.manifest_by_digest(&repo, &d.digest, deadline).await {
+                    Ok(m) => match serde_json::from_slice::<ImageManifest>(&m.bytes) {
+                        Ok(parsed) => manifests.push((m.digest, parsed)),
+                        Err(e) => {
+                            run.signatures.push(ignored_signature(&d.digest, format!("not an image manifest: {e}")))
+                        }
+                    },
+                    Err(e) => {
+                        run.reason = format!("fetching cosign signature manifest {}: {e}", d.digest);
+                        return run;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            run.reason = format!("listing cosign referrers: {e}");
+            return run;
+        }
+    }
+    let mut found = 0;
+    for (manifest_digest, m) in &manifests {
+        for layer in m.layers.iter().take(MAX_SIGSTORE_LAYERS) {
+            found += 1;
+            let payload = match client.blob(&repo, layer, pullgate_sigstore::MAX_PAYLOAD_BYTES as u64, deadline).await {
+                Ok(b) => b,
+                Err(e) => {
+                    run.reason = format!("fetching cosign payload {}: {e}", layer.digest);
+                    return run;
+                }
+            };
+            let cl = pullgate_sigstore::CosignLayer {
+                media_type: &layer.media_type,
+                payload: &payload,
+                annotations: &layer.annotations,
+            };
+            let outcome = pullgate_sigstore::verify_cosign_signature(&digest, &cl, &trust.cosign, SystemTime::now());
+            run.signatures.push(sigstore_report(manifest_digest, &layer.media_type, &outcome));
+            if outcome.verified {
+                break;
+            }
+        }
+    }
+    sigstore_verdict(&mut run, "cosign signature", found, &digest, &repo);
+    run
+}
+
+/// Sigstore bundles (cosign v3 signatures and attestations, GitHub artifact
+/// attestations) attached as referrers; the bundle must bind the pulled digest.
+async fn bundles(client: &Client, trust: &SigstoreTrust, subject: &Subject, deadline: Instant) -> VerifierRun {
+    let repo = Repository::of(&subject.reference);
+    let digest = subject.digest.to_string();
+    let mut run = new_run(VerifierKind::Sigstore, &repo);
+    let referrers = match client.referrers(&repo, &digest, None, deadline).await {
+        Ok(r) => r,
+        Err(e) => {
+            run.reason = format!("listing bundles: {e}");
+            return run;
+        }
+    };
+    run.referrers = Some(match referrers.source {
+        pullgate_registry::types::ReferrersSource::Api => "referrers-api".into(),
+        pullgate_registry::types::ReferrersSource::TagSchema => "tag-schema".into(),
+    });
+    let mut found = 0;
+    let candidates = referrers
+        .descriptors
+        .iter()
+        .filter(|d| d.artifact_type.as_deref().is_some_and(|t| t.starts_with(BUNDLE_ARTIFACT_PREFIX)))
+        .take(MAX_SIGSTORE_LAYERS);
+    for d in candidates {
+        let m = match client.manifest_by_digest(&repo, &d.digest, deadline).await {
+            Ok(m) => m,
+            Err(e) => {
+                run.reason = format!("fetching bundle manifest {}: {e}", d.digest);
+                return run;
+            }
+        };
+        let parsed: ImageManifest = match serde_json::from_slice(&m.bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                run.signatures.push(ignored_signature(&d.digest, format!("not an image manifest: {e}")));
+                continue;
+            }
+        };
+        let Some(layer) = parsed.layers.first() else {
+            run.signatures.push(ignored_signature(&d.digest, "no layer holds the bundle".into()));
+            continue;
+        };
+        found += 1;
+        let bytes = match client.blob(&repo, layer, pullgate_sigstore::MAX_BUNDLE_BYTES as u64, deadline).await {
+            Ok(b) => b,
+            Err(e) => {
+                run.reason = format!("fetching bundle {}: {e}", layer.digest);
+                return run;
+            }
+        };
+        let outcome = pullgate_sigstore::verify_bundle(
+            &bytes,
+            pullgate_sigstore::Artifact::Digest(&digest),
+            &trust.bundle,
+            SystemTime::now(),
+        );
+        run.signatures.push(sigstore_report(&d.digest, &layer.media_type, &outcome));
+        if outcome.verified {
+            break;
+        }
+    }
+    sigstore_verdict(&mut run, "Sigstore bundle", found, &digest, &repo);
     run
 }
 
