@@ -185,7 +185,9 @@ fn sigterm_exits_0_and_removes_the_socket() {
     let status = agent.terminate(Duration::from_secs(15)).expect("the agent exits on SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", agent.stderr());
     assert!(!agent.socket.exists(), "socket file removed");
-    assert!(agent.stderr().contains("SIGTERM"), "{}", agent.stderr());
+    let log = agent.stderr();
+    assert!(log.contains("SIGTERM"), "{log}");
+    assert!(!log.contains('\x1b'), "no terminal colour codes in a log written to a file: {log:?}");
 }
 
 #[test]

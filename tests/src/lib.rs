@@ -279,7 +279,7 @@ impl AgentFiles {
             .arg("--state-dir")
             .arg(&self.state_dir)
             .args(extra)
-            .env("NO_COLOR", "1")
+            .env_remove("NO_COLOR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
