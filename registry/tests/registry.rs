@@ -152,7 +152,7 @@ async fn unreachable_registry_and_deadline() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut opts = ClientOptions::default();
     let host = format!("127.0.0.1:{port}");
-    opts.hosts.insert(host.clone(), HostOptions { insecure: true, ..Default::default() });
+    opts.hosts.insert(host.clone(), HostOptions { insecure: true });
     let c = Client::new(opts);
     let r = Repository { host: host.clone(), path: "x".into() };
     let err = c.manifest_by_digest(&r, SUBJECT, deadline()).await.unwrap_err();
@@ -169,11 +169,55 @@ async fn unreachable_registry_and_deadline() {
         }
     });
     let mut opts = ClientOptions::default();
-    opts.hosts.insert(host.clone(), HostOptions { insecure: true, ..Default::default() });
+    opts.hosts.insert(host.clone(), HostOptions { insecure: true });
     let c = Client::new(opts);
     let r = Repository { host, path: "x".into() };
     let started = std::time::Instant::now();
     let err = c.manifest_by_digest(&r, SUBJECT, Instant::now() + Duration::from_millis(500)).await.unwrap_err();
     assert!(matches!(err, RegistryError::Deadline { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn bearer_token_flow_against_token_auth() {
+    use pullgate_testkit::token::TokenServer;
+    let mut reg = Registry::start(RegistryOptions::default()).await;
+    reg.push_layout("team/e2e", &layout("e2e-valid-signature")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = TokenServer::start(dir.path(), "carol", "c-secret", 300).await;
+    reg.enable_token_auth(&tokens.realm, &tokens.cert_path).await;
+    let r = repo(&reg, "team/e2e");
+
+    // Anonymous: the token endpoint refuses, and the error says so.
+    let c = client_for(&reg);
+    let err = c.manifest_by_digest(&r, SUBJECT, deadline()).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    assert!(tokens.refused() >= 1);
+
+    // With credentials: one token for the repository's pull scope, reused
+    // from the cache for every later request until it expires.
+    let mut kc = Keychain::new();
+    kc.insert(&reg.host, Credential::Basic { username: "carol".into(), password: "c-secret".into() });
+    c.set_keychain(kc);
+    let m = c.manifest_by_digest(&r, SUBJECT, deadline()).await.expect("manifest with a bearer token");
+    assert_eq!(m.digest, SUBJECT);
+    let refs = c.referrers(&r, SUBJECT, Some(NOTARY), deadline()).await.expect("referrers with a bearer token");
+    assert_eq!(refs.descriptors.len(), 1);
+    let sig = c.manifest_by_digest(&r, &refs.descriptors[0].digest, deadline()).await.unwrap();
+    let parsed: pullgate_registry::types::ImageManifest = serde_json::from_slice(&sig.bytes).unwrap();
+    c.blob(&r, &parsed.layers[0], 64 * 1024, deadline()).await.expect("blob with a bearer token");
+    assert_eq!(tokens.issued(), 1, "the token is cached per scope");
+
+    // Another repository is another scope: a second token (the repository
+    // does not exist, which the lookup reports as no referrers).
+    let other = repo(&reg, "team/other");
+    let _ = c.referrers(&other, SUBJECT, None, deadline()).await.unwrap();
+    assert_eq!(tokens.issued(), 2);
+
+    // New credentials drop cached tokens.
+    let mut kc = Keychain::new();
+    kc.insert(&reg.host, Credential::Basic { username: "carol".into(), password: "wrong".into() });
+    c.set_keychain(kc);
+    let err = c.manifest_by_digest(&r, SUBJECT, deadline()).await.unwrap_err();
+    assert!(err.to_string().contains("token endpoint answered HTTP 401"), "{err}");
 }

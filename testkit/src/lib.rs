@@ -5,6 +5,8 @@
 //!
 //! Nothing here is used by production code.
 
+pub mod token;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -114,6 +116,43 @@ impl Registry {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         reg
+    }
+
+    /// Restarts the registry (same storage, port and logs) with bearer-token
+    /// auth from a [`token::TokenServer`]: push content first, then call this.
+    pub async fn enable_token_auth(&mut self, realm: &str, bundle: &Path) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let cfg_path = self.dir.path().join("config.yml");
+        let mut cfg = std::fs::read_to_string(&cfg_path).expect("registry config");
+        assert!(!cfg.contains("\nauth:"), "the registry already has an auth section");
+        cfg.push_str(&format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+            token::SERVICE,
+            token::ISSUER,
+            bundle.display()
+        ));
+        std::fs::write(&cfg_path, cfg).expect("write registry config");
+        let append = |name: &str| {
+            std::fs::OpenOptions::new().append(true).create(true).open(self.dir.path().join(name)).expect("log")
+        };
+        self.child = Command::new(registry_binary())
+            .arg("serve")
+            .arg(&cfg_path)
+            .stdout(append("access.log"))
+            .stderr(append("registry.log"))
+            .spawn()
+            .expect("restart docker-registry");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/v2/", self.base())).send().await
+                && r.status().as_u16() == 401
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "docker-registry did not restart: {}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// `http://host` or `https://host`.
