@@ -152,7 +152,7 @@ async fn unreachable_registry_and_deadline() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut opts = ClientOptions::default();
     let host = format!("127.0.0.1:{port}");
-    opts.hosts.insert(host.clone(), HostOptions { insecure: true });
+    opts.hosts.insert(host.clone(), HostOptions { insecure: true, ..Default::default() });
     let c = Client::new(opts);
     let r = Repository { host: host.clone(), path: "x".into() };
     let err = c.manifest_by_digest(&r, SUBJECT, deadline()).await.unwrap_err();
@@ -169,7 +169,7 @@ async fn unreachable_registry_and_deadline() {
         }
     });
     let mut opts = ClientOptions::default();
-    opts.hosts.insert(host.clone(), HostOptions { insecure: true });
+    opts.hosts.insert(host.clone(), HostOptions { insecure: true, ..Default::default() });
     let c = Client::new(opts);
     let r = Repository { host, path: "x".into() };
     let started = std::time::Instant::now();
