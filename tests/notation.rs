@@ -276,10 +276,7 @@ fn tampered_envelope_goes_through_the_failure_policy() {
 #[test]
 fn registry_auth_and_reachability() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let reg = registry(
-        &rt,
-        RegistryOptions { htpasswd: Some(("pullgate".into(), "s3cret".into())), tls: true, ..Default::default() },
-    );
+    let reg = registry(&rt, RegistryOptions { htpasswd: Some(("pullgate".into(), "s3cret".into())), tls: true });
     let name = format!("{}/e2e-valid-signature:v1", reg.host);
     let ca = reg.ca_pem.clone().unwrap();
     let with_ca = |files: &AgentFiles| {
