@@ -34,38 +34,8 @@ fn subject(case: &str) -> Descriptor {
 
 /// Pushes the case's signature as cosign lays it out, into repository `repo`.
 async fn attach(reg: &Registry, repo: &str, case: &str) {
-    let dir = case_dir(case);
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok().map(|s| s.trim().to_string());
-    let payload = std::fs::read(dir.join("payload.json")).unwrap();
-    let payload_digest = reg.push_blob(repo, payload.clone()).await;
-    let config = br#"{"architecture":"","config":{},"created":"0001-01-01T00:00:00Z","os":"","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
-    let config_len = config.len();
-    let config_digest = reg.push_blob(repo, config).await;
-    let mut annotations = serde_json::Map::new();
-    for (file, key) in [
-        ("signature.b64", "dev.cosignproject.cosign/signature"),
-        ("cert.pem", "dev.sigstore.cosign/certificate"),
-        ("chain.pem", "dev.sigstore.cosign/chain"),
-        ("rekor-bundle.json", "dev.sigstore.cosign/bundle"),
-    ] {
-        if let Some(v) = read(file) {
-            annotations.insert(key.into(), serde_json::Value::String(v));
-        }
-    }
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_len},
-        "layers": [{
-            "mediaType": read("mediatype.txt").unwrap(),
-            "digest": payload_digest,
-            "size": payload.len(),
-            "annotations": annotations,
-        }],
-    });
-    let tag = format!("{}.sig", subject(case).digest.replace(':', "-"));
-    reg.push_manifest(repo, &tag, "application/vnd.oci.image.manifest.v1+json", serde_json::to_vec(&manifest).unwrap())
-        .await;
+    let digest = reg.attach_cosign_signature(repo, &case_dir(case)).await;
+    assert_eq!(digest, subject(case).digest);
 }
 
 /// An agent verifying everything on `host` with cosign, with `sigstore` as the

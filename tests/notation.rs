@@ -243,7 +243,7 @@ fn invalid_signature_rows() {
 }
 
 #[test]
-fn tampered_envelope_goes_through_the_failure_policy() {
+fn tampered_envelope_is_denied_whatever_the_failure_policy() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let reg = registry(&rt, RegistryOptions::default());
     // The envelope blob of the valid signature (PROVENANCE 1a: c9af07e0…, 2070 bytes).
@@ -262,15 +262,20 @@ fn tampered_envelope_goes_through_the_failure_policy() {
     let run = agent.verify(&format!("{}/e2e-valid-signature:v1", reg.host), &subject());
     assert_eq!(run.code, Some(1), "{}", run.stdout);
     assert!(
-        run.stdout.contains("does not match its digest") && run.stdout.contains("failure policy closed"),
+        run.stdout.contains("does not match its digest") && !run.stdout.contains("failure policy"),
         "{}",
         run.stdout
     );
 
+    // Tampering is evidence, not an outage: even a fail-open node denies it.
     let agent = agent_files(&reg.host, "trustpolicy.json", "e2e", "failurePolicy = \"open\"\n").start(&[]);
     let run = agent.verify(&format!("{}/e2e-valid-signature:v1", reg.host), &subject());
-    assert_eq!(run.code, Some(0), "fail-open allows: {}", run.stdout);
-    assert!(run.stdout.contains("failure policy open"), "{}", run.stdout);
+    assert_eq!(run.code, Some(1), "fail-open still denies tampered bytes: {}", run.stdout);
+    assert!(
+        run.stdout.contains("does not match its digest") && !run.stdout.contains("failure policy"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! The decision cache: evaluated outcomes keyed by (config generation,
-//! normalised reference, digest), with separate lifetimes for allow, deny and
+//! The decision cache: evaluated outcomes keyed by (agent version, config
+//! generation, normalised reference, digest), with separate lifetimes for allow, deny and
 //! error outcomes, a size bound, and persistence across restarts.
 //!
 //! Storage sits behind the narrow [`Store`] trait with two implementations:
@@ -113,6 +113,13 @@ impl SledStore {
         let open = || sled::Config::new().path(path).cache_capacity(SLED_CACHE_BYTES).flush_every_ms(Some(500)).open();
         let db = match open() {
             Ok(db) => db,
+            // Locked by another agent, or not readable by us: never move a live
+            // database aside; the caller reports it and stops.
+            Err(sled::Error::Io(e))
+                if !matches!(e.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof) =>
+            {
+                return Err(CacheError::Sled { path: path.into(), source: sled::Error::Io(e) });
+            }
             Err(first) => {
                 let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
                 let aside = path.with_extension(format!("corrupt-{secs}"));
@@ -236,8 +243,10 @@ pub struct DecisionCache {
 }
 
 /// The cache key of a decision.
+/// The agent version is part of the key: an upgrade never reuses a verdict
+/// an older verifier reached.
 pub fn key(generation: &str, normalized_reference: &str, digest: &str) -> String {
-    format!("d\0{generation}\0{normalized_reference}\0{digest}")
+    format!("d\0{}\0{generation}\0{normalized_reference}\0{digest}", env!("CARGO_PKG_VERSION"))
 }
 
 fn now_ms() -> u64 {
@@ -411,6 +420,19 @@ mod tests {
             assert!(c.len() <= 100, "{}", c.len());
             assert!(c.get("k249").is_some(), "the newest survive");
         }
+    }
+
+    #[test]
+    fn a_locked_database_is_an_error_not_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        let _held = SledStore::open(&path).unwrap();
+        let err = SledStore::open(&path).err().expect("the second open must fail");
+        assert!(err.to_string().contains("lock"), "{err}");
+        let moved = std::fs::read_dir(dir.path())
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().contains("corrupt"));
+        assert!(!moved, "a live database must not be moved aside");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The agent's commands: `run`, `verify`, `check-config`, `explain`, `status`.
 //!
-//! Exit codes: 0 success, 1 runtime failure, 64 invalid config or usage
+//! Exit codes: 0 success, 1 runtime failure, 2 command-line usage error (from clap), 64 invalid config
 //! (in standalone mode the config is validated before anything binds; in
 //! Kubernetes mode the agent starts without one and answers with errors, so
 //! the verifier's failure policy applies, until a valid config is synced).

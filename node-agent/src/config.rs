@@ -557,7 +557,15 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
                 Some(v) => {
                     let mut verifiers = Vec::new();
                     for k in v.require {
-                        if verifiers.contains(&k) {
+                        if matches!(k, VerifierKind::Sbom | VerifierKind::Vulnerability) {
+                            issues.push(issue(
+                                &at("verify.require"),
+                                format!(
+                                    "{} verification is not available in this version; every pull would go to the failure policy. Remove it",
+                                    k.as_str()
+                                ),
+                            ));
+                        } else if verifiers.contains(&k) {
                             issues.push(issue(&at("verify.require"), format!("{} is listed twice", k.as_str())));
                         } else {
                             verifiers.push(k);
@@ -672,6 +680,12 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
             if let (Some(issuer), Some(subject)) = (issuer, subject) {
                 refs_sg.identities.push(pullgate_sigstore::Identity::new(issuer, subject));
             }
+        }
+        if refs_sg.require_tlog && sg.trusted_root.is_none() && sg.rekor_keys.is_empty() {
+            issues.push(issue(
+                "sigstore.requireTlog",
+                "a transparency log entry is required (the default) but no Rekor key is configured: set rekorKeys or trustedRoot, or requireTlog = false".into(),
+            ));
         }
         if sg.keys.is_empty() && refs_sg.identities.is_empty() {
             issues.push(issue("sigstore", "name at least one key (keys) or keyless identity (identities)".into()));
@@ -1008,6 +1022,7 @@ mod tests {
         let (c, w) = ok(r#"
             mode = "audit"
             notation = { trustPolicy = "n/trustpolicy.json", trustStore = "n/store" }
+            sigstore = { keys = ["k/cosign.pub"], requireTlog = false }
             failurePolicy = "open"
             defaultAction = "allow"
             allowedUids = [0, 1000]
@@ -1062,6 +1077,39 @@ mod tests {
             "scopes[1].reason",
         ] {
             assert!(joined.contains(needle), "missing {needle:?} in\n{joined}");
+        }
+    }
+
+    #[test]
+    fn sigstore_table_is_validated() {
+        let e = bad(r#"
+            [[scopes]]
+            name = "c"
+            images = ["ghcr.io/acme/**"]
+            action = "verify"
+            verify = { require = ["cosign"] }
+        "#)
+        .join("\n");
+        assert!(e.contains("scopes[0].verify.require: cosign and sigstore need a [sigstore] table"), "{e}");
+        let e = bad(r#"
+            [sigstore]
+            identities = [
+                { issuer = "https://token.actions.githubusercontent.com", subjectRegex = "(" },
+                { issuer = "x", subject = "y", subjectRegex = "z" },
+                { subject = "y" },
+                { issuer = "https://accounts.google.com", subject = "ci@example.com" },
+            ]
+            keys = ["../escape.pub"]
+        "#)
+        .join("\n");
+        for needle in [
+            "sigstore.identities[0].subject",
+            "sigstore.identities[1].subject: give the exact value or the regex, not both",
+            "sigstore.identities[2].issuer: missing",
+            "sigstore.keys[0]",
+            "sigstore.identities: keyless identities need Fulcio roots",
+        ] {
+            assert!(e.contains(needle), "missing {needle:?} in\n{e}");
         }
     }
 

@@ -593,6 +593,8 @@ mod tests {
     fn engine(toml: &str) -> (Engine, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pullgate.toml"), toml).unwrap();
+        let key = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/cosign/keys/cosign.pub");
+        std::fs::copy(key, dir.path().join("cosign.pub")).unwrap();
         let loaded = config::load_dir(dir.path());
         let log = DecisionLog::open(dir.path(), 1 << 20).unwrap();
         (Engine::new(dir.path().to_path_buf(), loaded, log), dir)
@@ -623,7 +625,7 @@ mod tests {
         allowlist = ["registry.k8s.io/pause:3.10"]
         [[scopes]]
         name = "acme"
-        images = ["ghcr.io/acme/**"]
+        images = ["127.0.0.1:9/acme/**"]
         action = "verify"
         verify = { require = ["cosign"] }
         [[scopes]]
@@ -635,6 +637,11 @@ mod tests {
         images = ["docker.io/**"]
         action = "deny"
         reason = "use the mirror"
+        [registries."127.0.0.1:9"]
+        insecure = true
+        [sigstore]
+        keys = ["cosign.pub"]
+        requireTlog = false
     "#;
 
     #[tokio::test]
@@ -652,9 +659,9 @@ mod tests {
         let d = decide(&e, "quay.io/other/x").await;
         assert_eq!(d.verdict, Verdict::Deny);
         assert!(d.reason.contains("defaultAction"));
-        let d = decide(&e, "ghcr.io/acme/app:v1").await;
+        let d = decide(&e, "127.0.0.1:9/acme/app:v1").await;
         assert_eq!(d.verdict, Verdict::Deny, "verify without verifiers fails closed");
-        assert!(d.reason.contains("cosign: this agent cannot run it yet"), "{}", d.reason);
+        assert!(d.reason.contains("cosign: looking up") && d.reason.contains("unreachable"), "{}", d.reason);
         assert!(d.reason.contains("failure policy closed"));
         let r = crate::report::find(dir.path(), &d.report_id).unwrap().unwrap();
         assert_eq!(r.rule.as_deref(), Some("scope acme"));
@@ -666,7 +673,7 @@ mod tests {
     #[tokio::test]
     async fn failure_policy_open_and_audit_mode() {
         let (e, _d) = engine(&format!("failurePolicy = \"open\"\n{POLICY}"));
-        let d = decide(&e, "ghcr.io/acme/app:v1").await;
+        let d = decide(&e, "127.0.0.1:9/acme/app:v1").await;
         assert_eq!(d.verdict, Verdict::Allow);
         assert!(d.reason.contains("failure policy open"));
         let (e, dir) = engine(&format!("mode = \"audit\"\n{POLICY}"));

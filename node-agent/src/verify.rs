@@ -175,8 +175,7 @@ async fn notation(client: &Client, trust: &NotationTrust, subject: &Subject, dea
     let referrers = match client.referrers(&repo, &digest, Some(NOTATION_ARTIFACT_TYPE), deadline).await {
         Ok(r) => r,
         Err(e) => {
-            run.reason = format!("listing signatures: {e}");
-            return run;
+            return registry_failure(run, "listing signatures".into(), &e);
         }
     };
     run.referrers = Some(match referrers.source {
@@ -190,8 +189,7 @@ async fn notation(client: &Client, trust: &NotationTrust, subject: &Subject, dea
         let manifest = match client.manifest_by_digest(&repo, &d.digest, deadline).await {
             Ok(m) => m,
             Err(e) => {
-                run.reason = format!("fetching signature manifest {}: {e}", d.digest);
-                return run;
+                return registry_failure(run, format!("fetching signature manifest {}", d.digest), &e);
             }
         };
         let parsed: ImageManifest = match serde_json::from_slice(&manifest.bytes) {
@@ -216,8 +214,7 @@ async fn notation(client: &Client, trust: &NotationTrust, subject: &Subject, dea
         let bytes = match client.blob(&repo, layer, limit, deadline).await {
             Ok(b) => b,
             Err(e) => {
-                run.reason = format!("fetching signature envelope {}: {e}", layer.digest);
-                return run;
+                return registry_failure(run, format!("fetching signature envelope {}", layer.digest), &e);
             }
         };
         envelopes.push((d.digest.clone(), layer.media_type.clone(), bytes));
@@ -318,6 +315,20 @@ fn sigstore_report(manifest: &str, media_type: &str, o: &pullgate_sigstore::Outc
     }
 }
 
+/// Ends a run on a registry error: served bytes that do not match their
+/// digest are evidence of tampering and deny the pull whatever the failure
+/// policy says; every other registry problem is an error for the failure policy.
+fn registry_failure(mut run: VerifierRun, what: String, e: &pullgate_registry::RegistryError) -> VerifierRun {
+    run.result = match e {
+        pullgate_registry::RegistryError::DigestMismatch { .. } => RunResult::Fail,
+        _ => RunResult::Error,
+    }
+    .as_str()
+    .into();
+    run.reason = format!("{what}: {e}");
+    run
+}
+
 /// One-line verdict over the signatures a Sigstore verifier examined.
 fn sigstore_verdict(run: &mut VerifierRun, kind: &str, found: usize, digest: &str, repo: &Repository) {
     if let Some(ok) = run.signatures.iter().find(|s| s.verified) {
@@ -361,13 +372,18 @@ async fn cosign(client: &Client, trust: &SigstoreTrust, subject: &Subject, deadl
         },
         Ok(None) => {}
         Err(e) => {
-            run.reason = format!("looking up {tag}: {e}");
-            return run;
+            return registry_failure(run, format!("looking up {tag}"), &e);
         }
     }
     run.referrers = Some("cosign-tag".into());
     match client.referrers(&repo, &digest, Some(COSIGN_ARTIFACT_TYPE), deadline).await {
         Ok(r) => {
+            if !r.descriptors.is_empty() {
+                run.referrers = Some(match r.source {
+                    pullgate_registry::types::ReferrersSource::Api => "cosign-tag+referrers-api".into(),
+                    pullgate_registry::types::ReferrersSource::TagSchema => "cosign-tag+tag-schema".into(),
+                });
+            }
             for d in r.descriptors.iter().take(MAX_SIGSTORE_LAYERS) {
                 match client.manifest_by_digest(&repo, &d.digest, deadline).await {
                     Ok(m) => match serde_json::from_slice::<ImageManifest>(&m.bytes) {
@@ -377,15 +393,13 @@ async fn cosign(client: &Client, trust: &SigstoreTrust, subject: &Subject, deadl
                         }
                     },
                     Err(e) => {
-                        run.reason = format!("fetching cosign signature manifest {}: {e}", d.digest);
-                        return run;
+                        return registry_failure(run, format!("fetching cosign signature manifest {}", d.digest), &e);
                     }
                 }
             }
         }
         Err(e) => {
-            run.reason = format!("listing cosign referrers: {e}");
-            return run;
+            return registry_failure(run, "listing cosign referrers".into(), &e);
         }
     }
     let mut found = 0;
@@ -395,8 +409,7 @@ async fn cosign(client: &Client, trust: &SigstoreTrust, subject: &Subject, deadl
             let payload = match client.blob(&repo, layer, pullgate_sigstore::MAX_PAYLOAD_BYTES as u64, deadline).await {
                 Ok(b) => b,
                 Err(e) => {
-                    run.reason = format!("fetching cosign payload {}: {e}", layer.digest);
-                    return run;
+                    return registry_failure(run, format!("fetching cosign payload {}", layer.digest), &e);
                 }
             };
             let cl = pullgate_sigstore::CosignLayer {
@@ -424,8 +437,7 @@ async fn bundles(client: &Client, trust: &SigstoreTrust, subject: &Subject, dead
     let referrers = match client.referrers(&repo, &digest, None, deadline).await {
         Ok(r) => r,
         Err(e) => {
-            run.reason = format!("listing bundles: {e}");
-            return run;
+            return registry_failure(run, "listing bundles".into(), &e);
         }
     };
     run.referrers = Some(match referrers.source {
@@ -442,8 +454,7 @@ async fn bundles(client: &Client, trust: &SigstoreTrust, subject: &Subject, dead
         let m = match client.manifest_by_digest(&repo, &d.digest, deadline).await {
             Ok(m) => m,
             Err(e) => {
-                run.reason = format!("fetching bundle manifest {}: {e}", d.digest);
-                return run;
+                return registry_failure(run, format!("fetching bundle manifest {}", d.digest), &e);
             }
         };
         let parsed: ImageManifest = match serde_json::from_slice(&m.bytes) {
@@ -461,8 +472,7 @@ async fn bundles(client: &Client, trust: &SigstoreTrust, subject: &Subject, dead
         let bytes = match client.blob(&repo, layer, pullgate_sigstore::MAX_BUNDLE_BYTES as u64, deadline).await {
             Ok(b) => b,
             Err(e) => {
-                run.reason = format!("fetching bundle {}: {e}", layer.digest);
-                return run;
+                return registry_failure(run, format!("fetching bundle {}", layer.digest), &e);
             }
         };
         let outcome = pullgate_sigstore::verify_bundle(

@@ -469,7 +469,9 @@ impl Pattern {
             _ => (DOCKER_HUB.to_string(), name.to_string()),
         };
         let raw: Vec<&str> = path.split('/').collect();
-        let raw = if host == DOCKER_HUB && raw.len() == 1 { vec!["library", raw[0]] } else { raw };
+        // `docker.io/alpine` and `docker.io/*` name official images
+        // (`library/…`); `docker.io/**` means every Docker Hub repository.
+        let raw = if host == DOCKER_HUB && raw.len() == 1 && raw[0] != "**" { vec!["library", raw[0]] } else { raw };
         let mut segments = Vec::with_capacity(raw.len());
         for (i, c) in raw.iter().enumerate() {
             let seg = match *c {
@@ -713,6 +715,13 @@ mod tests {
         assert!(pinned.matches(&r("ghcr.io/acme/agent:v1"), &d()));
         let other = Digest::parse(&format!("sha256:{}", "0".repeat(64))).unwrap();
         assert!(!pinned.matches(&r("ghcr.io/acme/agent:v1"), &other));
+        let all_hub = Pattern::parse("docker.io/**").unwrap();
+        assert!(all_hub.matches(&r("bitnami/redis"), &d()));
+        assert!(all_hub.matches(&r("alpine"), &d()));
+        assert!(!all_hub.matches(&r("quay.io/bitnami/redis"), &d()));
+        let official = Pattern::parse("docker.io/*").unwrap();
+        assert!(official.matches(&r("alpine"), &d()));
+        assert!(!official.matches(&r("bitnami/redis"), &d()));
         let hub = Pattern::parse("alpine").unwrap();
         assert!(hub.matches(&r("docker.io/library/alpine:3"), &d()));
         assert!(!hub.matches(&r("docker.io/evil/alpine"), &d()));

@@ -86,7 +86,7 @@ impl Default for ClientOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The registry could not be reached.
-    #[error("registry {registry} is unreachable while fetching {what}: {source}")]
+    #[error("registry {registry} is unreachable while fetching {what}: {}", chain(source))]
     Unreachable {
         /// Registry host.
         registry: String,
@@ -718,6 +718,22 @@ impl Client {
             .entry((host.into(), class.into()))
             .or_insert(0) += 1;
     }
+}
+
+/// An error and its causes on one line (reqwest's own message omits the
+/// cause: connection refused, DNS failure and TLS failure would look alike).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let msg = c.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 /// Docker Hub's API lives on another host than its name.

@@ -218,6 +218,49 @@ impl Registry {
         assert_eq!(r.status().as_u16(), 201, "put manifest {repo}:{reference}: {}", r.text().await.unwrap_or_default());
     }
 
+    /// Attaches a cosign fixture signature (a directory with `manifest.json`,
+    /// `payload.json`, `mediatype.txt`, `signature.b64` and optionally
+    /// `cert.pem`, `chain.pem`, `rekor-bundle.json`) the way cosign does: an
+    /// OCI manifest tagged `sha256-<digest of manifest.json>.sig` whose one
+    /// layer is the payload, the signature material in its annotations.
+    /// Returns the signed image's digest.
+    pub async fn attach_cosign_signature(&self, repo: &str, case: &Path) -> String {
+        let read = |f: &str| std::fs::read_to_string(case.join(f)).ok().map(|s| s.trim().to_string());
+        let subject = sha256(&std::fs::read(case.join("manifest.json")).expect("manifest.json"));
+        let payload = std::fs::read(case.join("payload.json")).expect("payload.json");
+        let payload_len = payload.len();
+        let payload_digest = self.push_blob(repo, payload).await;
+        let config = br#"{"architecture":"","config":{},"created":"0001-01-01T00:00:00Z","os":"","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+        let config_len = config.len();
+        let config_digest = self.push_blob(repo, config).await;
+        let mut annotations = serde_json::Map::new();
+        for (file, key) in [
+            ("signature.b64", "dev.cosignproject.cosign/signature"),
+            ("cert.pem", "dev.sigstore.cosign/certificate"),
+            ("chain.pem", "dev.sigstore.cosign/chain"),
+            ("rekor-bundle.json", "dev.sigstore.cosign/bundle"),
+        ] {
+            if let Some(v) = read(file) {
+                annotations.insert(key.into(), serde_json::Value::String(v));
+            }
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_len},
+            "layers": [{
+                "mediaType": read("mediatype.txt").expect("mediatype.txt"),
+                "digest": payload_digest,
+                "size": payload_len,
+                "annotations": annotations,
+            }],
+        });
+        let tag = format!("{}.sig", subject.replace(':', "-"));
+        let bytes = serde_json::to_vec(&manifest).expect("manifest JSON");
+        self.push_manifest(repo, &tag, "application/vnd.oci.image.manifest.v1+json", bytes).await;
+        subject
+    }
+
     /// Uploads an OCI image layout: every blob, then every manifest by digest
     /// (image manifests before indexes, as the registry checks children
     /// exist), then the tags named in `index.json`.

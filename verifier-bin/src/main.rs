@@ -55,7 +55,8 @@ fn main() {
         Ok(a) => a,
         Err(e) => finish(Outcome::local(Verdict::Deny, None, format!("malformed invocation: {e}"))),
     };
-    let label = format!("{}@{}", args.name, args.digest);
+    // `REF@DIGEST`, or the reference alone when it already pins the digest.
+    let label = if args.name.contains('@') { args.name.clone() } else { format!("{}@{}", args.name, args.digest) };
     output::set_label(&label);
     let deny = |why: String| -> ! {
         finish(Outcome::local(Verdict::Deny, Some(&label), format!("malformed invocation: {why}")))

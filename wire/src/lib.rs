@@ -3,7 +3,8 @@
 //! Framing: the client writes one JSON object followed by `\n`, the agent
 //! answers with one JSON object followed by `\n` and closes the connection.
 //! Both sides bound what they read ([`MAX_REQUEST_BYTES`], [`MAX_RESPONSE_BYTES`]).
-//! This crate depends only on serde and serde_json so the verifier stays small.
+//! This crate depends only on serde, serde_json and pullgate-reference (for
+//! the bootstrap allowlist) so the verifier stays small.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
