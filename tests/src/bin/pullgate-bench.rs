@@ -10,6 +10,7 @@
 //! Usage: `pullgate-bench --noop PATH --verifier PATH --verifier-config PATH
 //! --name REF --digest DIGEST --media-type TYPE --size N [--runs 1000] [--warmup 50]`
 
+use pullgate_wire::Descriptor;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -80,17 +81,13 @@ fn median_us(samples: &mut [Duration]) -> f64 {
 }
 
 fn run(o: &Options) -> Result<(), String> {
-    let stdin = {
-        let mut v =
-            format!(r#"{{"mediaType":"{}","digest":"{}","size":{}}}"#, o.media_type, o.digest, o.size).into_bytes();
-        v.push(b'\n');
-        v
-    };
-    let args = ["-name", &o.name, "-digest", &o.digest, "-stdin-media-type", "application/vnd.oci.descriptor.v1+json"];
+    let descriptor = Descriptor { media_type: o.media_type.clone(), digest: o.digest.clone(), size: o.size };
+    let stdin = pullgate_tests::descriptor_stdin(&descriptor);
+    let args = pullgate_tests::containerd_args(&o.name, &o.digest);
     let command = |path: &PathBuf| {
         let mut c = Command::new(path);
-        c.args(args)
-            .env("PULLGATE_VERIFIER_CONFIG", &o.verifier_config)
+        c.args(&args)
+            .env(pullgate_wire::CONFIG_PATH_ENV, &o.verifier_config)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
