@@ -134,6 +134,51 @@ impl SledStore {
     fn err(&self, source: sled::Error) -> CacheError {
         CacheError::Sled { path: self.path.clone(), source }
     }
+
+    /// The content-addressed store for fetched manifests and blobs, a tree of
+    /// the same database.
+    pub fn content_store(&self, max_entries: usize) -> Result<SledContent, CacheError> {
+        let tree = self.db.open_tree("content").map_err(|e| self.err(e))?;
+        let entries = AtomicUsize::new(tree.len());
+        Ok(SledContent { tree, entries, max_entries })
+    }
+}
+
+/// Fetched manifests and blobs by digest, on disk. The registry client
+/// re-hashes everything it reads from here. Bounded: past `max_entries` the
+/// store is emptied (everything in it can be fetched again).
+pub struct SledContent {
+    tree: sled::Tree,
+    entries: AtomicUsize,
+    max_entries: usize,
+}
+
+/// Default bound of [`SledContent`].
+pub const DEFAULT_MAX_CONTENT_ENTRIES: usize = 20_000;
+/// Largest item kept in [`SledContent`].
+const MAX_CONTENT_BYTES: usize = 4 * 1024 * 1024;
+
+impl pullgate_registry::ContentStore for SledContent {
+    fn get(&self, digest: &str) -> Option<Vec<u8>> {
+        self.tree.get(digest.as_bytes()).ok().flatten().map(|v| v.to_vec())
+    }
+
+    fn put(&self, digest: &str, bytes: &[u8]) {
+        if bytes.len() > MAX_CONTENT_BYTES {
+            return;
+        }
+        match self.tree.insert(digest.as_bytes(), bytes) {
+            Ok(None) => {
+                if self.entries.fetch_add(1, Ordering::Relaxed) + 1 > self.max_entries {
+                    tracing::info!(entries = self.max_entries, "artifact content cache full; emptying it");
+                    let _ = self.tree.clear();
+                    self.entries.store(0, Ordering::Relaxed);
+                }
+            }
+            Ok(Some(_)) => {}
+            Err(e) => tracing::warn!(error = %e, digest, "artifact content cache write failed"),
+        }
+    }
 }
 
 impl Store for SledStore {
@@ -420,6 +465,24 @@ mod tests {
             assert!(c.len() <= 100, "{}", c.len());
             assert!(c.get("k249").is_some(), "the newest survive");
         }
+    }
+
+    #[test]
+    fn content_store_is_bounded_and_separate_from_decisions() {
+        use pullgate_registry::ContentStore as _;
+        let dir = tempfile::tempdir().unwrap();
+        let sled = SledStore::open(&dir.path().join("cache")).unwrap();
+        let content = sled.content_store(3).unwrap();
+        let c = DecisionCache::new(Box::new(sled));
+        c.put("k", &eval(Outcome::Allow("ok".into())), &CachePolicy::default());
+        for i in 0..3 {
+            content.put(&format!("sha256:{i}"), b"bytes");
+        }
+        assert_eq!(content.get("sha256:2").as_deref(), Some(&b"bytes"[..]));
+        content.put("sha256:3", b"more");
+        assert!(content.get("sha256:0").is_none(), "past the bound the store is emptied");
+        assert_eq!(c.len(), 1);
+        assert!(c.get("k").is_some(), "decisions are untouched");
     }
 
     #[test]

@@ -367,12 +367,19 @@ fn run(
         Err(e) => tracing::warn!("starting without a config, answering with errors until one is synced: {e}"),
     }
     let cache_dir = state_dir.join("cache");
-    let cache = crate::cache::DecisionCache::new(Box::new(crate::cache::SledStore::open(&cache_dir)?));
+    let sled = crate::cache::SledStore::open(&cache_dir)?;
+    let content = Arc::new(sled.content_store(crate::cache::DEFAULT_MAX_CONTENT_ENTRIES)?);
+    let cache = crate::cache::DecisionCache::new(Box::new(sled));
     tracing::info!(cache = %cache_dir.display(), entries = cache.len(), "decision cache opened");
     // Served on /metrics: decisions, latency, cache lookups, registry
     // requests, the config generation, reloads and sync errors.
     let metrics = Arc::new(Metrics::new());
-    let engine = Arc::new(Engine::new(config_dir, initial, log).with_cache(cache).with_metrics(metrics.clone()));
+    let engine = Arc::new(
+        Engine::new(config_dir, initial, log)
+            .with_cache(cache)
+            .with_content_store(content)
+            .with_metrics(metrics.clone()),
+    );
     // Filled from pull Secrets in Kubernetes mode; the registry keychain reads it.
     let credentials = RegistryCredentials::new();
     let runtime = tokio::runtime::Builder::new_multi_thread()

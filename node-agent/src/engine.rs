@@ -77,6 +77,7 @@ pub struct Engine {
     pull_secrets: RwLock<Keychain>,
     observer: Option<pullgate_registry::RequestObserver>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    content: Option<Arc<dyn pullgate_registry::ContentStore>>,
 }
 
 impl Engine {
@@ -85,7 +86,7 @@ impl Engine {
     pub fn new(config_dir: PathBuf, initial: Result<Loaded, config::ConfigError>, log: DecisionLog) -> Engine {
         let current = match initial {
             Ok(l) => {
-                let registry = verify::registry_client(&l.config, &Keychain::new(), None);
+                let registry = verify::registry_client(&l.config, &Keychain::new(), None, None);
                 Current { registry: Some(registry), loaded: Some(Arc::new(l)), error: None }
             }
             Err(e) => Current { loaded: None, registry: None, error: Some(e.to_string()) },
@@ -102,7 +103,16 @@ impl Engine {
             pull_secrets: RwLock::new(Keychain::new()),
             observer: None,
             metrics: None,
+            content: None,
         }
+    }
+
+    /// Keeps fetched manifests and blobs in `store` (content-addressed,
+    /// re-hashed on read), across config generations and restarts.
+    pub fn with_content_store(mut self, store: Arc<dyn pullgate_registry::ContentStore>) -> Engine {
+        self.content = Some(store);
+        self.rebuild_registry();
+        self
     }
 
     /// Records decisions, cache lookups, registry requests, the config
@@ -138,7 +148,7 @@ impl Engine {
 
     fn new_registry(&self, cfg: &config::Config) -> pullgate_registry::Client {
         let secrets = self.pull_secrets.read().unwrap_or_else(|p| p.into_inner());
-        verify::registry_client(cfg, &secrets, self.observer.clone())
+        verify::registry_client(cfg, &secrets, self.observer.clone(), self.content.clone())
     }
 
     fn rebuild_registry(&self) {

@@ -56,8 +56,13 @@ impl RunResult {
 /// Builds the registry client a config asks for: per-host TLS and
 /// concurrency settings, and a keychain of the node's docker config (when
 /// configured) overlaid with `pull_secrets` (Kubernetes mode).
-pub fn registry_client(cfg: &Config, pull_secrets: &Keychain, observer: Option<RequestObserver>) -> Client {
-    let mut opts = ClientOptions { observer, ..ClientOptions::default() };
+pub fn registry_client(
+    cfg: &Config,
+    pull_secrets: &Keychain,
+    observer: Option<RequestObserver>,
+    content_store: Option<std::sync::Arc<dyn pullgate_registry::ContentStore>>,
+) -> Client {
+    let mut opts = ClientOptions { observer, content_store, ..ClientOptions::default() };
     for (host, RegistrySettings { insecure, ca_pem, max_concurrency }) in &cfg.registries {
         opts.hosts.insert(
             host.clone(),

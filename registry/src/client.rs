@@ -54,7 +54,22 @@ pub struct ClientOptions {
     pub user_agent: String,
     /// Called once per HTTP request with (registry, status or error class), e.g. for metrics.
     pub observer: Option<RequestObserver>,
+    /// Content-addressed cache for manifests and blobs fetched by digest.
+    pub content_store: Option<Arc<dyn ContentStore>>,
 }
+
+/// A content-addressed store for manifests and blobs fetched by digest (the
+/// agent's on-disk cache). What it returns is re-hashed before use, so a
+/// damaged or poisoned entry is a miss, never trusted content.
+pub trait ContentStore: Send + Sync {
+    /// The bytes stored under `digest`, if any.
+    fn get(&self, digest: &str) -> Option<Vec<u8>>;
+    /// Stores verified `bytes` under their `digest`.
+    fn put(&self, digest: &str, bytes: &[u8]);
+}
+
+/// How long a referrers list is reused before the registry is asked again.
+pub const REFERRERS_TTL: Duration = Duration::from_secs(30);
 
 /// Callback told about every registry request: `(registry host, "200" | "404" | "token-200" | "timeout" | "error")`.
 pub type RequestObserver = Arc<dyn Fn(&str, &str) + Send + Sync>;
@@ -66,6 +81,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("default_concurrency", &self.default_concurrency)
             .field("connect_timeout", &self.connect_timeout)
             .field("observer", &self.observer.is_some())
+            .field("content_store", &self.content_store.is_some())
             .finish()
     }
 }
@@ -78,6 +94,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             user_agent: format!("pullgate/{}", env!("CARGO_PKG_VERSION")),
             observer: None,
+            content_store: None,
         }
     }
 }
@@ -209,6 +226,7 @@ struct Inner {
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     helper_cache: Mutex<HashMap<(String, String), (Credential, std::time::Instant)>>,
     requests: Mutex<BTreeMap<(String, String), u64>>,
+    referrers: Mutex<HashMap<String, (Referrers, std::time::Instant)>>,
 }
 
 /// What to fetch, for error messages.
@@ -232,6 +250,7 @@ impl Client {
                 limits: Mutex::new(HashMap::new()),
                 helper_cache: Mutex::new(HashMap::new()),
                 requests: Mutex::new(BTreeMap::new()),
+                referrers: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -255,6 +274,9 @@ impl Client {
         digest: &str,
         deadline: Instant,
     ) -> Result<Manifest, RegistryError> {
+        if let Some(bytes) = self.stored(digest) {
+            return Ok(Manifest { media_type: media_type_of(None, &bytes), digest: digest.to_string(), bytes });
+        }
         let target = Target {
             repo,
             path: format!("/v2/{}/manifests/{digest}", repo.path),
@@ -275,7 +297,26 @@ impl Client {
                 actual,
             });
         }
+        self.store(digest, &bytes);
         Ok(Manifest { media_type: media_type_of(content_type, &bytes), digest: actual, bytes })
+    }
+
+    /// Verified bytes for `digest` from the content store, if it holds them.
+    fn stored(&self, digest: &str) -> Option<Vec<u8>> {
+        let store = self.inner.options.content_store.as_ref()?;
+        let bytes = store.get(digest)?;
+        if digest_of(digest, &bytes).as_deref() == Some(digest) {
+            Some(bytes)
+        } else {
+            tracing::warn!(digest, "cached content does not match its digest; fetching it again");
+            None
+        }
+    }
+
+    fn store(&self, digest: &str, bytes: &[u8]) {
+        if let Some(store) = &self.inner.options.content_store {
+            store.put(digest, bytes);
+        }
     }
 
     /// Fetches a manifest by tag; `None` when the tag does not exist.
@@ -332,6 +373,11 @@ impl Client {
         if descriptor.size > limit {
             return Err(RegistryError::TooLarge { registry: repo.host.clone(), what, limit });
         }
+        if let Some(bytes) = self.stored(&descriptor.digest)
+            && bytes.len() as u64 == descriptor.size
+        {
+            return Ok(bytes);
+        }
         let target =
             Target { repo, path: format!("/v2/{}/blobs/{}", repo.path, descriptor.digest), what, accept: &["*/*"] };
         let (bytes, _) = self.get(&target, descriptor.size, deadline).await?;
@@ -355,6 +401,7 @@ impl Client {
                 actual,
             });
         }
+        self.store(&descriptor.digest, &bytes);
         Ok(bytes)
     }
 
@@ -362,7 +409,32 @@ impl Client {
     /// `artifact_type`): the OCI 1.1 referrers API with `Link` pagination,
     /// falling back to the `sha256-<hex>` tag schema when the registry has no
     /// referrers API (404, 400 or 405).
+    /// A list is reused for [`REFERRERS_TTL`], so a burst of verifications of
+    /// one image asks the registry once.
     pub async fn referrers(
+        &self,
+        repo: &Repository,
+        subject: &str,
+        artifact_type: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Referrers, RegistryError> {
+        let key = format!("{repo}\0{subject}\0{}", artifact_type.unwrap_or(""));
+        {
+            let mut cache = self.inner.referrers.lock().unwrap_or_else(|p| p.into_inner());
+            cache.retain(|_, (_, at)| at.elapsed() < REFERRERS_TTL);
+            if let Some((r, _)) = cache.get(&key) {
+                return Ok(r.clone());
+            }
+        }
+        let r = self.fetch_referrers(repo, subject, artifact_type, deadline).await?;
+        let mut cache = self.inner.referrers.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() < 4096 {
+            cache.insert(key, (r.clone(), std::time::Instant::now()));
+        }
+        Ok(r)
+    }
+
+    async fn fetch_referrers(
         &self,
         repo: &Repository,
         subject: &str,

@@ -14,7 +14,9 @@ pub mod auth;
 mod client;
 pub mod types;
 
-pub use client::{Client, ClientOptions, HostOptions, MAX_MANIFEST_BYTES, RegistryError, RequestObserver};
+pub use client::{
+    Client, ClientOptions, ContentStore, HostOptions, MAX_MANIFEST_BYTES, REFERRERS_TTL, RegistryError, RequestObserver,
+};
 
 use sha2::Digest as _;
 use std::fmt;

@@ -221,3 +221,58 @@ async fn bearer_token_flow_against_token_auth() {
     let err = c.manifest_by_digest(&r, SUBJECT, deadline()).await.unwrap_err();
     assert!(err.to_string().contains("token endpoint answered HTTP 401"), "{err}");
 }
+
+#[derive(Default)]
+struct MemoryContent(std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>);
+
+impl pullgate_registry::ContentStore for MemoryContent {
+    fn get(&self, digest: &str) -> Option<Vec<u8>> {
+        self.0.lock().unwrap().get(digest).cloned()
+    }
+    fn put(&self, digest: &str, bytes: &[u8]) {
+        self.0.lock().unwrap().insert(digest.to_string(), bytes.to_vec());
+    }
+}
+
+fn total_requests(c: &Client) -> u64 {
+    c.request_counts().values().sum()
+}
+
+#[tokio::test]
+async fn content_store_and_referrers_cache_save_requests_but_never_trust_bad_bytes() {
+    let reg = Registry::start(RegistryOptions::default()).await;
+    reg.push_layout("e2e", &layout("e2e-valid-signature")).await;
+    let store = std::sync::Arc::new(MemoryContent::default());
+    let mut opts = ClientOptions::default();
+    opts.hosts.insert(reg.host.clone(), HostOptions { insecure: true, ..Default::default() });
+    opts.content_store = Some(store.clone());
+    let r = repo(&reg, "e2e");
+
+    let c = Client::new(opts.clone());
+    let refs = c.referrers(&r, SUBJECT, Some(NOTARY), deadline()).await.unwrap();
+    let sig = c.manifest_by_digest(&r, &refs.descriptors[0].digest, deadline()).await.unwrap();
+    let m: pullgate_registry::types::ImageManifest = serde_json::from_slice(&sig.bytes).unwrap();
+    let envelope = c.blob(&r, &m.layers[0], 64 * 1024, deadline()).await.unwrap();
+    let first = total_requests(&c);
+
+    // A second client (e.g. after a config change) with the same store: the
+    // referrers list is fetched again, the manifest and envelope are not.
+    let c2 = Client::new(opts.clone());
+    let again = c2.referrers(&r, SUBJECT, Some(NOTARY), deadline()).await.unwrap();
+    assert_eq!(again.descriptors, refs.descriptors);
+    let sig2 = c2.manifest_by_digest(&r, &refs.descriptors[0].digest, deadline()).await.unwrap();
+    assert_eq!(sig2.bytes, sig.bytes);
+    assert_eq!(c2.blob(&r, &m.layers[0], 64 * 1024, deadline()).await.unwrap(), envelope);
+    let after_referrers = total_requests(&c2);
+    assert!(after_referrers < first, "stored manifest and blob are not fetched again: {after_referrers} vs {first}");
+    // The same client asks for the same referrers within the TTL: no request.
+    c2.referrers(&r, SUBJECT, Some(NOTARY), deadline()).await.unwrap();
+    assert_eq!(total_requests(&c2), after_referrers);
+
+    // A poisoned store entry is re-hashed, ignored and replaced from the registry.
+    store.0.lock().unwrap().insert(m.layers[0].digest.clone(), b"evil bytes".to_vec());
+    let fetched = c2.blob(&r, &m.layers[0], 64 * 1024, deadline()).await.unwrap();
+    assert_eq!(fetched, envelope);
+    assert_eq!(total_requests(&c2), after_referrers + 1, "the blob came from the registry");
+    assert_eq!(store.0.lock().unwrap().get(&m.layers[0].digest), Some(&envelope));
+}
