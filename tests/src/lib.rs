@@ -484,3 +484,15 @@ pub fn parse_response(answer: &[u8]) -> Response {
 pub fn current_uid() -> u32 {
     nix::unistd::getuid().as_raw()
 }
+
+/// Parses `--name value` pairs, as the benchmark binaries take them.
+pub fn long_flags(args: impl IntoIterator<Item = String>) -> Result<std::collections::HashMap<String, String>, String> {
+    let mut flags = std::collections::HashMap::new();
+    let mut args = args.into_iter();
+    while let Some(flag) = args.next() {
+        let key = flag.strip_prefix("--").ok_or_else(|| format!("unexpected argument {flag:?}"))?;
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        flags.insert(key.to_string(), value);
+    }
+    Ok(flags)
+}

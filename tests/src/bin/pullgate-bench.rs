@@ -11,7 +11,6 @@
 //! --name REF --digest DIGEST --media-type TYPE --size N [--runs 1000] [--warmup 50]`
 
 use pullgate_wire::Descriptor;
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -31,13 +30,7 @@ struct Options {
 }
 
 fn parse_options() -> Result<Options, String> {
-    let mut raw: HashMap<String, String> = HashMap::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let key = flag.strip_prefix("--").ok_or_else(|| format!("unexpected argument {flag:?}"))?;
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        raw.insert(key.to_string(), value);
-    }
+    let mut raw = pullgate_tests::long_flags(std::env::args().skip(1))?;
     let mut take = |k: &str| raw.remove(k).ok_or_else(|| format!("missing --{k}"));
     let number = |k: &str, v: String| v.parse::<u64>().map_err(|e| format!("--{k} {v:?}: {e}"));
     let opts = Options {

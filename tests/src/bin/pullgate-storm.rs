@@ -15,7 +15,6 @@
 //! [--pulls 100] [--concurrency 16] [--retries 8] [--runs 3] [--fill 100000]`
 
 use pullgate_testkit::{Registry, RegistryOptions};
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -39,13 +38,7 @@ struct Options {
 }
 
 fn parse_options() -> Result<Options, String> {
-    let mut raw: HashMap<String, String> = HashMap::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let key = flag.strip_prefix("--").ok_or_else(|| format!("unexpected argument {flag:?}"))?;
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        raw.insert(key.to_string(), value);
-    }
+    let mut raw = pullgate_tests::long_flags(std::env::args().skip(1))?;
     let mut take = |k: &str| raw.remove(k).ok_or_else(|| format!("missing --{k}"));
     let num = |k: &str, v: Result<String, String>, d: u64| -> Result<u64, String> {
         match v {
