@@ -4,7 +4,7 @@
 //! registry exactly one verification, and repeated pulls (also after a
 //! restart) cost nothing.
 
-use pullgate_testkit::{Registry, RegistryOptions};
+use pullgate_testkit::{Registry, RegistryOptions, install_notation_trust, notation_config};
 use pullgate_tests::{AgentFiles, MANIFEST_MEDIA_TYPE, fixtures_dir, raw_request, verify_request};
 use pullgate_wire::{Descriptor, Response, Verdict};
 use std::sync::Arc;
@@ -105,27 +105,8 @@ fn sigkill_during_cache_writes_never_gives_a_wrong_verdict() {
 const SUBJECT: &str = "sha256:b8479de3f88fb259a0a9ea82a5b2a052a1ef3c4ebbcfc61482d5ae4c831f8af9";
 
 fn notation_agent(host: &str, state: Option<&std::path::Path>) -> AgentFiles {
-    let toml = format!(
-        r#"
-defaultAction = "deny"
-[notation]
-trustPolicy = "notation/trustpolicy.json"
-trustStore = "notation/truststore"
-[registries."{host}"]
-insecure = true
-[[scopes]]
-name = "signed"
-images = ["{host}/**"]
-action = "verify"
-verify = {{ require = ["notation"] }}
-"#
-    );
-    let mut files = AgentFiles::new(&toml);
-    let n = fixtures_dir().join("notation");
-    let store = files.config_dir.join("notation/truststore/x509/ca/e2e");
-    std::fs::create_dir_all(&store).unwrap();
-    std::fs::copy(n.join("trustpolicy/trustpolicy.json"), files.config_dir.join("notation/trustpolicy.json")).unwrap();
-    std::fs::copy(n.join("truststore/x509/ca/e2e/e2e.crt"), store.join("e2e.crt")).unwrap();
+    let mut files = AgentFiles::new(&notation_config(host, ""));
+    install_notation_trust(&files.config_dir, "trustpolicy.json", "e2e");
     if let Some(s) = state {
         files.state_dir = s.to_path_buf();
     }

@@ -4,10 +4,9 @@
 //! Notation row of `shared/fixtures/PROVENANCE.md` (section 1a), plus the
 //! registry failure modes: tampered bytes, wrong credentials, unreachable.
 
-use pullgate_testkit::{Registry, RegistryOptions};
+use pullgate_testkit::{Registry, RegistryOptions, install_notation_trust, notation_config};
 use pullgate_tests::{AgentFiles, MANIFEST_MEDIA_TYPE, fixtures_dir};
 use pullgate_wire::Descriptor;
-use std::path::Path;
 
 const SUBJECT: &str = "sha256:b8479de3f88fb259a0a9ea82a5b2a052a1ef3c4ebbcfc61482d5ae4c831f8af9";
 
@@ -41,38 +40,9 @@ fn registry(rt: &tokio::runtime::Runtime, opts: RegistryOptions) -> Registry {
 /// fixture trust policy `policy` and the fixture CA store `store` (installed
 /// under the name `e2e`, the name the fixture policies use).
 fn agent_files(host: &str, policy: &str, store: &str, extra_toml: &str) -> AgentFiles {
-    let toml = format!(
-        r#"
-defaultAction = "deny"
-{extra_toml}
-[notation]
-trustPolicy = "notation/trustpolicy.json"
-trustStore = "notation/truststore"
-
-[registries."{host}"]
-insecure = true
-
-[[scopes]]
-name = "e2e"
-images = ["{host}/**"]
-action = "verify"
-verify = {{ require = ["notation"] }}
-"#
-    );
-    let files = AgentFiles::new(&toml);
-    let ndir = files.config_dir.join("notation");
-    let store_dir = ndir.join("truststore/x509/ca/e2e");
-    std::fs::create_dir_all(&store_dir).unwrap();
-    std::fs::copy(notation_fixtures().join("trustpolicy").join(policy), ndir.join("trustpolicy.json")).unwrap();
-    copy_dir(&notation_fixtures().join("truststore/x509/ca").join(store), &store_dir);
+    let files = AgentFiles::new(&notation_config(host, extra_toml));
+    install_notation_trust(&files.config_dir, policy, store);
     files
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
 }
 
 struct Case {

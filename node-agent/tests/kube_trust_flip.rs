@@ -38,22 +38,7 @@ async fn trust_store_configmap_change_flips_the_verdict_without_restart() {
     reg.push_layout("signed", &notation_fixtures().join("oci-layouts/e2e-valid-signature")).await;
     let api = ApiServer::start().await;
     let uid = nix::unistd::getuid().as_raw();
-    let main = format!(
-        r#"allowedUids = [0, {uid}]
-defaultAction = "deny"
-[notation]
-trustPolicy = "notation/trustpolicy.json"
-trustStore = "notation/truststore"
-[registries."{host}"]
-insecure = true
-[[scopes]]
-name = "signed"
-images = ["{host}/**"]
-action = "verify"
-verify = {{ require = ["notation"] }}
-"#,
-        host = reg.host
-    );
+    let main = pullgate_testkit::notation_config(&reg.host, &format!("allowedUids = [0, {uid}]"));
     api.apply(Kind::ConfigMap, configmap("pullgate-main", &[LABEL], &[], &[("pullgate.toml", &main)]));
     api.apply(
         Kind::ConfigMap,

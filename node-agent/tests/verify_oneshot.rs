@@ -19,36 +19,9 @@ fn notation_fixtures() -> PathBuf {
 /// `trustpolicy.json` and the `e2e` CA store (under the name the policy uses).
 fn config_dir(root: &Path, host: &str) -> PathBuf {
     let dir = root.join("config");
-    let store = dir.join("notation/truststore/x509/ca/e2e");
-    std::fs::create_dir_all(&store).unwrap();
-    std::fs::write(
-        dir.join("pullgate.toml"),
-        format!(
-            r#"
-defaultAction = "deny"
-
-[notation]
-trustPolicy = "notation/trustpolicy.json"
-trustStore = "notation/truststore"
-
-[registries."{host}"]
-insecure = true
-
-[[scopes]]
-name = "e2e"
-images = ["{host}/**"]
-action = "verify"
-verify = {{ require = ["notation"] }}
-"#
-        ),
-    )
-    .unwrap();
-    std::fs::copy(notation_fixtures().join("trustpolicy/trustpolicy.json"), dir.join("notation/trustpolicy.json"))
-        .unwrap();
-    for e in std::fs::read_dir(notation_fixtures().join("truststore/x509/ca/e2e")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), store.join(e.file_name())).unwrap();
-    }
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("pullgate.toml"), pullgate_testkit::notation_config(host, "")).unwrap();
+    pullgate_testkit::install_notation_trust(&dir, "trustpolicy.json", "e2e");
     dir
 }
 
@@ -103,7 +76,7 @@ fn signed_images_are_allowed_unsigned_denied() {
     let by_tag = format!("{signed}:v1");
     let r = verify(&[&by_tag, "--config-dir", config]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
-    let prefix = format!("pullgate: allowed {by_tag}@{SUBJECT}: scope e2e: notation: ");
+    let prefix = format!("pullgate: allowed {by_tag}@{SUBJECT}: scope signed: notation: ");
     assert!(r.stdout.starts_with(&prefix), "{:?} does not start with {prefix:?}", r.stdout);
     assert!(r.stdout.contains("verified") && r.stdout.trim_end().ends_with(')'), "{}", r.stdout);
     assert_eq!(r.stdout.lines().count(), 1, "one line: {}", r.stdout);
@@ -140,7 +113,7 @@ fn signed_images_are_allowed_unsigned_denied() {
     // A wrong size is not verified: the signature covers the descriptor.
     let r = verify(&[&signed, "--digest", SUBJECT, "--media-type", MANIFEST, "--size", "518", "--config-dir", config]);
     assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("scope e2e: notation: "), "{}", r.stdout);
+    assert!(r.stdout.contains("scope signed: notation: "), "{}", r.stdout);
 
     // Unsigned: denied.
     let unsigned = format!("{}/e2e-unsigned:v1", reg.host);

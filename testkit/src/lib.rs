@@ -374,3 +374,46 @@ fn make_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     );
     (ca, cert, key)
 }
+
+/// The shared third-party test vectors (`shared/fixtures`, beside the repository).
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures"))
+}
+
+/// A `pullgate.toml` that verifies every image on `host` (plain HTTP) with
+/// Notation in scope `signed`, denying everything else. `extra` goes at the
+/// top level, before the tables (keys such as `allowedUids`, or whole tables).
+pub fn notation_config(host: &str, extra: &str) -> String {
+    format!(
+        r#"defaultAction = "deny"
+{extra}
+[notation]
+trustPolicy = "notation/trustpolicy.json"
+trustStore = "notation/truststore"
+
+[registries."{host}"]
+insecure = true
+
+[[scopes]]
+name = "signed"
+images = ["{host}/**"]
+action = "verify"
+verify = {{ require = ["notation"] }}
+"#
+    )
+}
+
+/// Installs Notation trust from the fixtures into `config_dir/notation`: the
+/// fixture trust policy file `policy` and the fixture CA store `store`, under
+/// the store name `e2e` that the fixture policies use.
+pub fn install_notation_trust(config_dir: &Path, policy: &str, store: &str) {
+    let n = fixtures_dir().join("notation");
+    let dest = config_dir.join("notation/truststore/x509/ca/e2e");
+    std::fs::create_dir_all(&dest).expect("creating the trust store directory");
+    std::fs::copy(n.join("trustpolicy").join(policy), config_dir.join("notation/trustpolicy.json"))
+        .unwrap_or_else(|e| panic!("copying trust policy {policy}: {e}"));
+    for e in std::fs::read_dir(n.join("truststore/x509/ca").join(store)).expect("fixture trust store") {
+        let e = e.expect("trust store entry");
+        std::fs::copy(e.path(), dest.join(e.file_name())).expect("copying a certificate");
+    }
+}

@@ -69,32 +69,13 @@ fn fixtures() -> PathBuf {
 /// A config directory verifying everything on `host` with Notation, plus an
 /// allow scope used to fill the cache.
 fn write_config(dir: &Path, host: &str) {
-    let store = dir.join("notation/truststore/x509/ca/e2e");
-    std::fs::create_dir_all(&store).expect("config dir");
-    std::fs::copy(fixtures().join("trustpolicy/trustpolicy.json"), dir.join("notation/trustpolicy.json"))
-        .expect("policy");
-    std::fs::copy(fixtures().join("truststore/x509/ca/e2e/e2e.crt"), store.join("e2e.crt")).expect("store");
     let uid = nix::unistd::getuid().as_raw();
-    let toml = format!(
-        r#"allowedUids = [{uid}]
-defaultAction = "deny"
-[notation]
-trustPolicy = "notation/trustpolicy.json"
-trustStore = "notation/truststore"
-[registries."{host}"]
-insecure = true
-[[scopes]]
-name = "bench-fill"
-images = ["bench.local/**"]
-action = "allow"
-[[scopes]]
-name = "signed"
-images = ["{host}/**"]
-action = "verify"
-verify = {{ require = ["notation"] }}
-"#
+    let extra = format!(
+        "allowedUids = [{uid}]\n[[scopes]]\nname = \"bench-fill\"\nimages = [\"bench.local/**\"]\naction = \"allow\"\n"
     );
-    std::fs::write(dir.join("pullgate.toml"), toml).expect("pullgate.toml");
+    std::fs::create_dir_all(dir).expect("config dir");
+    std::fs::write(dir.join("pullgate.toml"), pullgate_testkit::notation_config(host, &extra)).expect("pullgate.toml");
+    pullgate_testkit::install_notation_trust(dir, "trustpolicy.json", "e2e");
 }
 
 fn quiet_count(reg: &Registry) -> usize {
