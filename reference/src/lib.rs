@@ -250,25 +250,30 @@ fn split_reference(s: &str) -> Result<Parts, ReferenceError> {
     if s.len() > MAX_INPUT_LEN {
         return Err(ReferenceError::TooLong(s.len()));
     }
+    let (name, tag, digest) = split_tag_digest(s)?;
+    let (host, path) = split_name(name)?;
+    Ok((host, path, tag, digest))
+}
+
+/// Splits `name[:tag][@digest]`, validating tag and digest. A tag is the
+/// text after the last ':' that follows the last '/' (a port is not a tag).
+fn split_tag_digest(s: &str) -> Result<(&str, Option<String>, Option<Digest>), ReferenceError> {
     let (rest, digest) = match s.split_once('@') {
         Some((r, d)) => (r, Some(Digest::parse(d)?)),
         None => (s, None),
     };
-    // A tag is the text after the last ':' that follows the last '/'.
     let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
-    let (name, tag) = match rest[last_slash..].rfind(':') {
+    match rest[last_slash..].rfind(':') {
         Some(i) => {
             let at = last_slash + i;
             let tag = &rest[at + 1..];
             if !valid_tag(tag) {
                 return Err(ReferenceError::InvalidTag(tag.to_string()));
             }
-            (&rest[..at], Some(tag.to_string()))
+            Ok((&rest[..at], Some(tag.to_string()), digest))
         }
-        None => (rest, None),
-    };
-    let (host, path) = split_name(name)?;
-    Ok((host, path, tag, digest))
+        None => Ok((rest, None, digest)),
+    }
 }
 
 /// Splits `[host/]path` into a normalised host and path, validating both.
@@ -438,22 +443,7 @@ impl Pattern {
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("contains whitespace or control characters".into()));
         }
-        let (rest, digest) = match s.split_once('@') {
-            Some((r, d)) => (r, Some(Digest::parse(d)?)),
-            None => (s, None),
-        };
-        let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
-        let (name, tag) = match rest[last_slash..].rfind(':') {
-            Some(i) => {
-                let at = last_slash + i;
-                let tag = &rest[at + 1..];
-                if !valid_tag(tag) {
-                    return Err(ReferenceError::InvalidTag(tag.to_string()));
-                }
-                (&rest[..at], Some(tag.to_string()))
-            }
-            None => (rest, None),
-        };
+        let (name, tag, digest) = split_tag_digest(s)?;
         let (first, tail) = match name.split_once('/') {
             Some((f, t)) => (f, Some(t)),
             None => (name, None),
