@@ -213,16 +213,10 @@ pub fn main(cli: Cli) -> ExitCode {
             }
             let source = match (config_dir, kubernetes) {
                 (Some(config_dir), false) => {
-                    let loaded = match config::load_dir(&config_dir) {
+                    let loaded = match load_config(&config_dir) {
                         Ok(l) => l,
-                        Err(e) => {
-                            eprintln!("pullgate-agent: {e}");
-                            return ExitCode::from(EXIT_CONFIG);
-                        }
+                        Err(code) => return code,
                     };
-                    for w in &loaded.warnings {
-                        tracing::warn!(config = %config_dir.display(), "{w}");
-                    }
                     Source::Dir(config_dir, Box::new(loaded))
                 }
                 (None, true) => {
@@ -489,19 +483,26 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o750).create(dir)
 }
 
-/// `verify REF`: one decision with the daemon's engine, printed like
-/// pullgate-verifier's line (or the report as JSON).
-fn verify_once(config_dir: &Path, state_dir: Option<&Path>, target: &oneshot::Target, json: bool) -> ExitCode {
-    let loaded = match config::load_dir(config_dir) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("pullgate-agent: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
+/// Loads and validates a config directory before anything binds; on error
+/// prints every problem and gives the exit code (64).
+fn load_config(config_dir: &Path) -> Result<config::Loaded, ExitCode> {
+    let loaded = config::load_dir(config_dir).map_err(|e| {
+        eprintln!("pullgate-agent: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
     for w in &loaded.warnings {
         tracing::warn!(config = %config_dir.display(), "{w}");
     }
+    Ok(loaded)
+}
+
+/// `verify REF`: one decision with the daemon's engine, printed like
+/// pullgate-verifier's line (or the report as JSON).
+fn verify_once(config_dir: &Path, state_dir: Option<&Path>, target: &oneshot::Target, json: bool) -> ExitCode {
+    let loaded = match load_config(config_dir) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let fail = |e: &dyn std::fmt::Display| {
         eprintln!("pullgate-agent: {e}");
         ExitCode::from(EXIT_VERIFY_ERROR)
