@@ -290,6 +290,27 @@ fn registry_auth_and_reachability() {
     assert!(!agent.stderr().contains("s3cret"));
     drop(agent);
 
+    // A docker credential helper (credHelpers) on the agent's PATH supplies them instead.
+    let helpers = tempfile::tempdir().unwrap();
+    let helper = helpers.path().join("docker-credential-pgtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread server\n[ \"$1\" = get ] && [ \"$server\" = \"{}\" ] || exit 1\necho '{{\"Username\":\"pullgate\",\"Secret\":\"s3cret\"}}'\n",
+            reg.host
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(docker_config.path(), format!(r#"{{"credHelpers":{{"{}":"pgtest"}}}}"#, reg.host)).unwrap();
+    let files = agent_files(&reg.host, "trustpolicy.json", "e2e", &extra);
+    with_ca(&files);
+    let path = format!("{}:{}", helpers.path().display(), std::env::var("PATH").unwrap_or_default());
+    let agent = files.start_with_env(&[], &[("PATH", &path)]);
+    let run = agent.verify(&name, &subject());
+    assert_eq!(run.code, Some(0), "credentials from the helper: {}\n{}", run.stdout, agent.stderr());
+    drop(agent);
+
     // Unreachable registry: nothing listens on the port any more.
     let host = reg.host.clone();
     drop(reg);

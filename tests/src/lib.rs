@@ -288,7 +288,17 @@ impl AgentFiles {
 
     /// Starts the agent and waits (bounded) until it answers on its socket.
     pub fn start(self, extra: &[&str]) -> Agent {
-        let child = self.command(extra).spawn().expect("spawning pullgate-agent");
+        self.start_with_env(extra, &[])
+    }
+
+    /// [`AgentFiles::start`] with extra environment variables for the agent
+    /// (e.g. a `PATH` holding a docker credential helper).
+    pub fn start_with_env(self, extra: &[&str], env: &[(&str, &str)]) -> Agent {
+        let mut cmd = self.command(extra);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawning pullgate-agent");
         let mut agent = Agent { files: self, child: Some(child) };
         let deadline = Instant::now() + PROCESS_BOUND;
         loop {
