@@ -31,8 +31,11 @@ fn index(entries: Vec<serde_json::Value>) -> String {
         .to_string()
 }
 
-/// Serves the canned answers; records every request target.
-async fn serve(routes: HashMap<String, (u16, Vec<(String, String)>, String)>) -> (String, Arc<Mutex<Vec<String>>>) {
+/// A canned answer: status, headers, body.
+type Answer = (u16, Vec<(String, String)>, String);
+
+/// Serves the canned answers by request target; records every request target.
+async fn serve(routes: HashMap<String, Answer>) -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let host = listener.local_addr().unwrap().to_string();
     let seen = Arc::new(Mutex::new(Vec::new()));
