@@ -227,6 +227,11 @@ impl Engine {
                 let generation = new.generation.clone();
                 if changed || cur.registry.is_none() {
                     cur.registry = Some(self.new_registry(&new.config));
+                } else if let Some(client) = &cur.registry {
+                    // Same config: keep the client (and its tokens) but re-read
+                    // the docker config, which lives outside the config directory.
+                    let secrets = self.pull_secrets.read().unwrap_or_else(|p| p.into_inner());
+                    client.set_keychain(verify::keychain(&new.config, &secrets));
                 }
                 cur.loaded = Some(Arc::new(new));
                 self.counters.reloads.fetch_add(1, Ordering::Relaxed);
