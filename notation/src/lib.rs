@@ -50,13 +50,15 @@
 //! * COSE Hash Envelopes and blob (non-OCI) trust policies are not supported.
 
 mod cert;
-mod der;
 mod envelope;
 mod policy;
-mod time;
 mod timestamp;
 mod truststore;
 mod verify;
+
+// Shared with pullgate-sigstore: DER reading and Unix-time helpers.
+use pullgate_der::time;
+use pullgate_der::tlv as der;
 
 pub use envelope::{
     MAX_CHAIN_LEN, MAX_ENVELOPE_BYTES, MEDIA_TYPE_COSE, MEDIA_TYPE_JWS, PAYLOAD_CONTENT_TYPE, SigningScheme,

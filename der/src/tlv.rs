@@ -1,13 +1,13 @@
 //! A minimal DER tag-length-value reader.
 //!
-//! The typed ASN.1 structures come from `x509-cert`, `cms` and `x509-tsp`; this module only finds
+//! Typed ASN.1 structures come from `x509-cert`, `cms` and `x509-tsp`; this module only finds
 //! the exact byte ranges that signatures are computed over (a certificate's `tbsCertificate`, an
 //! algorithm identifier, a public key's bits) so they are verified as received, never re-encoded.
 //! Only the single-byte tag forms used by X.509 and CMS are accepted.
 
 /// One DER element: its tag byte, its value bytes and the whole element (header and value).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Tlv<'a> {
+pub struct Tlv<'a> {
     /// The identifier octet.
     pub tag: u8,
     /// The contents octets.
@@ -16,19 +16,27 @@ pub(crate) struct Tlv<'a> {
     pub full: &'a [u8],
 }
 
-/// DER universal tags used by this crate.
-pub(crate) mod tag {
+/// DER tags used by the verifiers.
+pub mod tag {
+    /// INTEGER.
     pub const INTEGER: u8 = 0x02;
+    /// OCTET STRING.
     pub const OCTET_STRING: u8 = 0x04;
+    /// OBJECT IDENTIFIER.
     pub const OID: u8 = 0x06;
+    /// UTF8String.
+    pub const UTF8_STRING: u8 = 0x0c;
+    /// GeneralizedTime.
     pub const GENERALIZED_TIME: u8 = 0x18;
+    /// SEQUENCE.
     pub const SEQUENCE: u8 = 0x30;
+    /// `[0]`, constructed, context-specific.
     pub const CONTEXT_0: u8 = 0xa0;
 }
 
 /// Reads one element from the start of `input`; returns it and the bytes after it.
 /// `None` if the input is not a well-formed definite-length element.
-pub(crate) fn read(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
+pub fn read(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
     let (&tag, rest) = input.split_first()?;
     if tag & 0x1f == 0x1f {
         // High tag numbers never appear in the structures this crate walks.
@@ -62,13 +70,13 @@ pub(crate) fn read(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
 }
 
 /// Reads an element that must carry `expected` as its tag.
-pub(crate) fn expect(input: &[u8], expected: u8) -> Option<(Tlv<'_>, &[u8])> {
+pub fn expect(input: &[u8], expected: u8) -> Option<(Tlv<'_>, &[u8])> {
     let (tlv, rest) = read(input)?;
     (tlv.tag == expected).then_some((tlv, rest))
 }
 
 /// Splits the contents of a constructed element into its direct children.
-pub(crate) fn children(mut value: &[u8]) -> Option<Vec<Tlv<'_>>> {
+pub fn children(mut value: &[u8]) -> Option<Vec<Tlv<'_>>> {
     let mut out = Vec::new();
     while !value.is_empty() {
         let (tlv, rest) = read(value)?;
@@ -79,7 +87,7 @@ pub(crate) fn children(mut value: &[u8]) -> Option<Vec<Tlv<'_>>> {
 }
 
 /// Encodes a length in DER form.
-pub(crate) fn encode_len(len: usize, out: &mut Vec<u8>) {
+pub fn encode_len(len: usize, out: &mut Vec<u8>) {
     if len < 0x80 {
         out.push(len as u8);
     } else {
@@ -91,7 +99,7 @@ pub(crate) fn encode_len(len: usize, out: &mut Vec<u8>) {
 }
 
 /// Bit length of a DER INTEGER's magnitude (for RSA moduli).
-pub(crate) fn unsigned_integer_bits(value: &[u8]) -> usize {
+pub fn unsigned_integer_bits(value: &[u8]) -> usize {
     let trimmed: &[u8] = {
         let skip = value.iter().take_while(|&&b| b == 0).count();
         &value[skip..]

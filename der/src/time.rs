@@ -5,10 +5,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since 1970-01-01T00:00:00Z (negative before it).
-pub(crate) type UnixSeconds = i64;
+pub type UnixSeconds = i64;
 
 /// Converts a [`SystemTime`] to whole Unix seconds (rounding toward the past).
-pub(crate) fn from_system_time(t: SystemTime) -> UnixSeconds {
+pub fn from_system_time(t: SystemTime) -> UnixSeconds {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(e) => {
@@ -55,7 +55,7 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 }
 
 /// Seconds since the epoch of a UTC calendar time; `None` if a field is out of range.
-pub(crate) fn from_civil(year: i64, month: u32, day: u32, hour: u32, min: u32, sec: u32) -> Option<UnixSeconds> {
+pub fn from_civil(year: i64, month: u32, day: u32, hour: u32, min: u32, sec: u32) -> Option<UnixSeconds> {
     if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || min > 59 || sec > 60 {
         return None;
     }
@@ -72,7 +72,7 @@ fn digits(s: &[u8]) -> Option<u32> {
 
 /// Parses an RFC 3339 `date-time` (`2024-06-18T14:29:33+08:00`, `2020-11-09T07:00:00Z`).
 /// Fractional seconds are accepted and dropped (the specification says they SHOULD NOT be used).
-pub(crate) fn parse_rfc3339(s: &str) -> Option<UnixSeconds> {
+pub fn parse_rfc3339(s: &str) -> Option<UnixSeconds> {
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
         return None;
@@ -108,7 +108,7 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<UnixSeconds> {
 }
 
 /// Renders a time like Go's `time.RFC1123Z` in UTC: `Tue, 27 Jun 2023 06:10:00 +0000`.
-pub(crate) fn format_rfc1123z(t: UnixSeconds) -> String {
+pub fn format_rfc1123z(t: UnixSeconds) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let days = t.div_euclid(86_400);
@@ -127,7 +127,7 @@ pub(crate) fn format_rfc1123z(t: UnixSeconds) -> String {
 }
 
 /// Renders a time as RFC 3339 in UTC: `2024-06-18T06:29:37Z`.
-pub(crate) fn format_rfc3339(t: UnixSeconds) -> String {
+pub fn format_rfc3339(t: UnixSeconds) -> String {
     let days = t.div_euclid(86_400);
     let secs = t.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
