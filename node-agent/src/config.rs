@@ -775,8 +775,10 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
 
 /// A path inside the config directory: relative, no `..`, no empty or dot components.
 fn safe_relative(p: &str) -> Result<(), String> {
-    if p.is_empty() || p.starts_with('/') || p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-        return Err(format!("{p:?} must be a relative path inside the config directory, without . or .. components"));
+    if p.is_empty() || p.starts_with('/') || p.split('/').any(|c| c.is_empty() || c.starts_with('.')) {
+        return Err(format!(
+            "{p:?} must be a relative path inside the config directory, with no component starting with ."
+        ));
     }
     Ok(())
 }
@@ -933,8 +935,8 @@ fn location(text: &str, offset: usize) -> String {
 }
 
 /// Reads every regular file under `dir` (following symlinks, skipping names
-/// starting with `.`, as ConfigMap volumes keep their `..data` machinery
-/// there), sorted by relative path, within the size limits.
+/// starting with `..`, where ConfigMap volumes keep their `..data`
+/// machinery), sorted by relative path, within the size limits.
 pub fn read_tree(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, ConfigError> {
     let mut out = Vec::new();
     let mut total = 0u64;
@@ -945,7 +947,10 @@ pub fn read_tree(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, ConfigError> {
             let entry = entry.map_err(|source| ConfigError::Read { path: path.clone(), source })?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.starts_with('.') {
+            // `..data` and `..<timestamp>` are a ConfigMap volume's own
+            // machinery (the keys are symlinks into them). Other dot files
+            // count: a trust store reads them, so the generation must too.
+            if name.starts_with("..") {
                 continue;
             }
             let full = entry.path();
@@ -1144,6 +1149,11 @@ mod tests {
         std::fs::write(dir.path().join("..data/x"), "ignored").unwrap();
         assert_eq!(load_dir(dir.path()).unwrap().generation, g1);
         std::fs::write(dir.path().join("extra.rego"), "package x").unwrap();
-        assert_ne!(load_dir(dir.path()).unwrap().generation, g1);
+        let g2 = load_dir(dir.path()).unwrap().generation;
+        assert_ne!(g2, g1);
+        // A dot file inside a trust store is read by the store, so it changes the generation.
+        std::fs::create_dir_all(dir.path().join("store/x509/ca/a")).unwrap();
+        std::fs::write(dir.path().join("store/x509/ca/a/.old.pem"), "x").unwrap();
+        assert_ne!(load_dir(dir.path()).unwrap().generation, g2);
     }
 }

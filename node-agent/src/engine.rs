@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 /// Longest time the agent spends on one request, whatever the client asks for.
 pub const MAX_REQUEST_DEADLINE: Duration = Duration::from_secs(60);
+/// Budget of one shared verification (registry requests and verifiers). It
+/// goes on after a requester gives up, so the next pull finds the result cached.
+pub const VERIFY_BUDGET: Duration = Duration::from_secs(30);
 
 /// Why verification could not produce an allow or deny.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -351,7 +354,6 @@ impl Engine {
         // when this generation already decided on this image; concurrent
         // requests for the same key share one evaluation (single flight).
         let budget = Duration::from_millis(req.deadline_ms).min(MAX_REQUEST_DEADLINE);
-        let deadline = tokio::time::Instant::now() + budget;
         let normalized = reference.to_string();
         let key = cache::key(&loaded.generation, &normalized, &req.digest);
         let (evaluation, from_cache) = match self.cache.get(&key) {
@@ -377,11 +379,23 @@ impl Engine {
                     size: req.descriptor.size,
                 };
                 let (loaded2, cache, id) = (loaded.clone(), self.cache.clone(), report.id.clone());
+                // The shared verification has the agent's own budget, not the
+                // first requester's: a client with little time left neither cuts
+                // it short for the others nor leaves a deadline error cached.
+                let flight_deadline = tokio::time::Instant::now() + VERIFY_BUDGET;
                 let (flight, leader) = self.flights.join(&key, move |key| {
                     Box::pin(async move {
-                        let mut e = evaluate(&loaded2, &registry, &subject, deadline, received).await;
+                        let work = evaluate(&loaded2, &registry, &subject, flight_deadline, received);
+                        let mut e = match tokio::time::timeout_at(flight_deadline, work).await {
+                            Ok(e) => e,
+                            Err(_) => {
+                                Evaluation::error(VerifyError::Deadline(VERIFY_BUDGET.as_millis() as u64).to_string())
+                            }
+                        };
                         e.origin = Some(id);
-                        cache.put(&key, &e, &loaded2.config.cache);
+                        let (stored, policy) = (e.clone(), loaded2.config.cache);
+                        // sled writes (and the rare eviction scan) stay off the async workers.
+                        let _ = tokio::task::spawn_blocking(move || cache.put(&key, &stored, &policy)).await;
                         e
                     })
                 });

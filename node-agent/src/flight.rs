@@ -15,6 +15,18 @@ pub struct Flights {
     map: Mutex<HashMap<String, Shared<BoxFuture<'static, Evaluation>>>>,
 }
 
+/// Removes a flight from the map when dropped.
+struct Leave {
+    flights: Arc<Flights>,
+    key: String,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.flights.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
+}
+
 impl Flights {
     /// Joins the evaluation in progress for `key`, or starts one with `make`.
     /// Returns the shared result and whether this caller started it.
@@ -31,11 +43,11 @@ impl Flights {
         let flights = self.clone();
         let owned_key = key.to_string();
         let task = tokio::spawn(async move {
-            let result = work.await;
-            // The leader cached the result inside `work`; only now may new
-            // requests stop joining this flight.
-            flights.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&owned_key);
-            result
+            // Leaves the map when the work ends, however it ends (a panic
+            // included): a failed flight is never joined again. The leader
+            // caches the result inside `work`, so new requests find it.
+            let _leave = Leave { flights, key: owned_key };
+            work.await
         });
         let shared =
             async move { task.await.unwrap_or_else(|e| Evaluation::error(format!("verification task failed: {e}"))) }
@@ -81,6 +93,16 @@ mod tests {
         assert_eq!(flights.in_progress(), 0, "finished flights are removed");
         let (_, leader) = flights.join("k", |_| Box::pin(async { Evaluation::error("again".into()) }));
         assert!(leader, "a later request starts a new flight");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_flight_is_not_joined_again() {
+        let flights = Arc::new(Flights::default());
+        let (f, _) = flights.join("k", |_| Box::pin(async { panic!("verifier bug") }));
+        assert!(matches!(f.await.outcome, Outcome::Error(ref why) if why.contains("verification task failed")));
+        assert_eq!(flights.in_progress(), 0);
+        let (_, leader) = flights.join("k", |_| Box::pin(async { Evaluation::error("fresh".into()) }));
+        assert!(leader, "the next request starts afresh");
     }
 
     #[tokio::test]

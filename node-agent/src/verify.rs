@@ -193,6 +193,10 @@ async fn notation(client: &Client, trust: &NotationTrust, subject: &Subject, dea
     for d in referrers.descriptors.iter().take(pullgate_notation::MAX_SIGNATURES) {
         let manifest = match client.manifest_by_digest(&repo, &d.digest, deadline).await {
             Ok(m) => m,
+            Err(e) if skippable(&e) => {
+                ignored.push(ignored_signature(&d.digest, format!("cannot be fetched: {e}")));
+                continue;
+            }
             Err(e) => {
                 return registry_failure(run, format!("fetching signature manifest {}", d.digest), &e);
             }
@@ -218,6 +222,10 @@ async fn notation(client: &Client, trust: &NotationTrust, subject: &Subject, dea
         let limit = pullgate_notation::MAX_ENVELOPE_BYTES as u64;
         let bytes = match client.blob(&repo, layer, limit, deadline).await {
             Ok(b) => b,
+            Err(e) if skippable(&e) => {
+                ignored.push(ignored_signature(&d.digest, format!("its envelope cannot be fetched: {e}")));
+                continue;
+            }
             Err(e) => {
                 return registry_failure(run, format!("fetching signature envelope {}", layer.digest), &e);
             }
@@ -334,6 +342,20 @@ fn registry_failure(mut run: VerifierRun, what: String, e: &pullgate_registry::R
     run
 }
 
+/// Problems with one attached artifact (missing, oversized, malformed, refused
+/// as a bad request) that anyone able to push can cause: that artifact is
+/// ignored and the others are still examined, so junk can neither turn a
+/// deny into an error (allowed under fail-open) nor hide a valid signature.
+/// Outages, auth failures and tampering are not skippable.
+fn skippable(e: &pullgate_registry::RegistryError) -> bool {
+    use pullgate_registry::RegistryError as E;
+    match e {
+        E::NotFound { .. } | E::TooLarge { .. } | E::Invalid { .. } => true,
+        E::Status { status, .. } => (400..500).contains(status) && !matches!(status, 401 | 403 | 408 | 429),
+        _ => false,
+    }
+}
+
 /// One-line verdict over the signatures a Sigstore verifier examined.
 fn sigstore_verdict(run: &mut VerifierRun, kind: &str, found: usize, digest: &str, repo: &Repository) {
     if let Some(ok) = run.signatures.iter().find(|s| s.verified) {
@@ -397,6 +419,9 @@ async fn cosign(client: &Client, trust: &SigstoreTrust, subject: &Subject, deadl
                             run.signatures.push(ignored_signature(&d.digest, format!("not an image manifest: {e}")))
                         }
                     },
+                    Err(e) if skippable(&e) => {
+                        run.signatures.push(ignored_signature(&d.digest, format!("cannot be fetched: {e}")));
+                    }
                     Err(e) => {
                         return registry_failure(run, format!("fetching cosign signature manifest {}", d.digest), &e);
                     }
@@ -413,6 +438,11 @@ async fn cosign(client: &Client, trust: &SigstoreTrust, subject: &Subject, deadl
             found += 1;
             let payload = match client.blob(&repo, layer, pullgate_sigstore::MAX_PAYLOAD_BYTES as u64, deadline).await {
                 Ok(b) => b,
+                Err(e) if skippable(&e) => {
+                    run.signatures
+                        .push(ignored_signature(manifest_digest, format!("its payload cannot be fetched: {e}")));
+                    continue;
+                }
                 Err(e) => {
                     return registry_failure(run, format!("fetching cosign payload {}", layer.digest), &e);
                 }
@@ -458,6 +488,10 @@ async fn bundles(client: &Client, trust: &SigstoreTrust, subject: &Subject, dead
     for d in candidates {
         let m = match client.manifest_by_digest(&repo, &d.digest, deadline).await {
             Ok(m) => m,
+            Err(e) if skippable(&e) => {
+                run.signatures.push(ignored_signature(&d.digest, format!("cannot be fetched: {e}")));
+                continue;
+            }
             Err(e) => {
                 return registry_failure(run, format!("fetching bundle manifest {}", d.digest), &e);
             }
@@ -476,6 +510,10 @@ async fn bundles(client: &Client, trust: &SigstoreTrust, subject: &Subject, dead
         found += 1;
         let bytes = match client.blob(&repo, layer, pullgate_sigstore::MAX_BUNDLE_BYTES as u64, deadline).await {
             Ok(b) => b,
+            Err(e) if skippable(&e) => {
+                run.signatures.push(ignored_signature(&d.digest, format!("its bundle cannot be fetched: {e}")));
+                continue;
+            }
             Err(e) => {
                 return registry_failure(run, format!("fetching bundle {}", layer.digest), &e);
             }

@@ -420,7 +420,9 @@ enum Segment {
 /// wildcard within the component. The host is always literal. Docker Hub
 /// short names normalise as in [`Reference`] (`alpine` means
 /// `docker.io/library/alpine`). Without tag or digest a pattern matches every
-/// tag and digest of the repositories it names.
+/// tag and digest of the repositories it names. A pattern with a tag but no
+/// digest matches only references without a digest: `name:tag@digest` is
+/// pulled by digest, and the tag written before it proves nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {
     source: String,
@@ -516,10 +518,12 @@ impl Pattern {
         if reference.host != self.host {
             return false;
         }
-        if let Some(t) = &self.tag
-            && reference.tag.as_deref() != Some(t.as_str())
-        {
-            return false;
+        if let Some(t) = &self.tag {
+            // `name:tag@digest` is pulled by digest: the tag in it proves
+            // nothing, so a tag-only pattern must not vouch for it.
+            if reference.tag.as_deref() != Some(t.as_str()) || (self.digest.is_none() && reference.digest.is_some()) {
+                return false;
+            }
         }
         if let Some(d) = &self.digest
             && d != digest
@@ -696,7 +700,10 @@ mod tests {
     fn pattern_tags_and_digests() {
         let t = Pattern::parse("registry.k8s.io/pause:3.10").unwrap();
         assert!(t.matches(&r("registry.k8s.io/pause:3.10"), &d()));
-        assert!(t.matches(&r(&format!("registry.k8s.io/pause:3.10@{D}")), &d()));
+        assert!(
+            !t.matches(&r(&format!("registry.k8s.io/pause:3.10@{D}")), &d()),
+            "a tag pattern does not vouch for an arbitrary digest written after the tag"
+        );
         assert!(!t.matches(&r("registry.k8s.io/pause:3.9"), &d()));
         assert!(!t.matches(&r(&format!("registry.k8s.io/pause@{D}")), &d()));
         assert!(!t.is_digest_pinned());

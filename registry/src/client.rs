@@ -274,6 +274,7 @@ impl Client {
         digest: &str,
         deadline: Instant,
     ) -> Result<Manifest, RegistryError> {
+        check_digest(repo, digest)?;
         if let Some(bytes) = self.stored(digest) {
             return Ok(Manifest { media_type: media_type_of(None, &bytes), digest: digest.to_string(), bytes });
         }
@@ -369,6 +370,7 @@ impl Client {
         limit: u64,
         deadline: Instant,
     ) -> Result<Vec<u8>, RegistryError> {
+        check_digest(repo, &descriptor.digest)?;
         let what = format!("blob {}@{}", repo, descriptor.digest);
         if descriptor.size > limit {
             return Err(RegistryError::TooLarge { registry: repo.host.clone(), what, limit });
@@ -808,6 +810,15 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// Digests from registry documents go into URLs: only well-formed ones do.
+fn check_digest(repo: &Repository, digest: &str) -> Result<(), RegistryError> {
+    pullgate_reference::Digest::parse(digest).map(|_| ()).map_err(|e| RegistryError::Invalid {
+        registry: repo.host.clone(),
+        what: format!("content of {repo}"),
+        detail: format!("digest {:?} is not usable: {e}", digest.chars().take(80).collect::<String>()),
+    })
+}
+
 /// Docker Hub's API lives on another host than its name.
 fn endpoint(host: &str) -> &str {
     if host == "docker.io" { "registry-1.docker.io" } else { host }
@@ -854,13 +865,21 @@ async fn read_body(
     Ok((body, ct))
 }
 
-async fn status_error(repo: &Repository, what: &str, resp: reqwest::Response) -> RegistryError {
+async fn status_error(repo: &Repository, what: &str, mut resp: reqwest::Response) -> RegistryError {
     let status = resp.status().as_u16();
-    let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-    let text: String = String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_BODY)])
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    // Only the start of an error body is kept, and reading it is bounded in
+    // size and time: a hostile registry cannot stall or exhaust the agent here.
+    let mut body = Vec::new();
+    let read = async {
+        while body.len() < MAX_ERROR_BODY {
+            match resp.chunk().await {
+                Ok(Some(c)) => body.extend_from_slice(&c[..c.len().min(MAX_ERROR_BODY - body.len())]),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+    let text: String = String::from_utf8_lossy(&body).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     let detail = if text.trim().is_empty() { String::new() } else { format!(": {}", text.trim()) };
     RegistryError::Status { registry: repo.host.clone(), what: what.into(), status, detail }
 }
