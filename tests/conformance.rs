@@ -331,3 +331,24 @@ fn output_stays_one_bounded_line_for_hostile_input() {
     assert_eq!(run.code, Some(1));
     run.line();
 }
+
+#[test]
+fn a_config_that_never_finishes_reading_still_gets_a_verdict_by_the_default_deadline() {
+    // A FIFO with no writer: opening it blocks forever, like a config on a hung mount.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("verifier.json");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fx = pullgate_tests::fixture_descriptors();
+    let mut cmd = std::process::Command::new(pullgate_tests::bin("pullgate-verifier"));
+    cmd.args(pullgate_tests::containerd_args("registry.example/app:1", &fx.manifest.digest))
+        .env("PULLGATE_VERIFIER_CONFIG", &fifo);
+    let (code, stdout, _, elapsed) = pullgate_tests::run_bounded(cmd, pullgate_tests::descriptor_stdin(&fx.manifest));
+    assert_eq!(code, Some(1), "fail-closed until a config says otherwise: {stdout}");
+    assert!(stdout.contains("no decision within the verifier deadline; failure policy closed"), "{stdout}");
+    let default = Duration::from_millis(pullgate_wire::DEFAULT_DEADLINE_MS);
+    assert!(
+        elapsed >= default - Duration::from_millis(200) && elapsed < default + Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    assert_eq!(stdout.lines().count(), 1);
+}

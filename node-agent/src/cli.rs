@@ -461,7 +461,9 @@ async fn handle_signals(engine: Arc<Engine>, shutdown: tokio::sync::watch::Sende
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
     else {
-        tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
+        tracing::error!("cannot install signal handlers; the agent keeps serving, stop it with SIGKILL");
+        // Keep `shutdown` alive: dropping it would read as a shutdown request.
+        std::future::pending::<()>().await;
         return;
     };
     loop {

@@ -607,7 +607,7 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
         if r.insecure == Some(true) {
             warnings.push(issue(
                 &at("insecure"),
-                "plain HTTP: signatures still verify, but pulls from it can be observed".into(),
+                "plain HTTP: signatures still verify, but requests and any credentials configured for it cross the network in clear text".into(),
             ));
         }
         registries.insert(

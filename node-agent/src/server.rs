@@ -56,6 +56,9 @@ pub enum ServerError {
     /// Another agent answers on the socket path.
     #[error("another agent is already listening on {0}; stop it first or use another --socket")]
     InUse(PathBuf),
+    /// The socket's directory can be written by other users.
+    #[error("{0} is writable by other users or not owned by this user or root; put the socket in a private directory")]
+    UnsafeDirectory(PathBuf),
     /// Something that is not a socket sits at the path.
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
@@ -80,6 +83,16 @@ pub fn bind(opts: &ServerOptions) -> Result<UnixListener, ServerError> {
         && !parent.as_os_str().is_empty()
     {
         std::fs::create_dir_all(parent).map_err(|e| io("creating the directory of", e))?;
+        // Another user able to write here could swap the socket for a symlink
+        // between bind and chmod and have us change some other file's mode.
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(parent).map_err(|e| io("inspecting the directory of", e))?;
+        let uid = nix::unistd::geteuid().as_raw();
+        let foreign_owner = meta.uid() != uid && meta.uid() != 0;
+        let writable_by_others = meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0;
+        if foreign_owner || writable_by_others {
+            return Err(ServerError::UnsafeDirectory(parent.to_path_buf()));
+        }
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
@@ -228,4 +241,27 @@ async fn write_response(stream: &mut UnixStream, response: &Response) {
         tracing::debug!(error = %e, "client went away before the answer was written");
     }
     let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn refuses_a_directory_others_can_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let opts = ServerOptions::new(run.join("agent.sock"));
+        assert!(matches!(bind(&opts), Err(ServerError::UnsafeDirectory(_))));
+        assert!(!run.join("agent.sock").exists());
+        // A sticky directory (like /tmp) is fine: others cannot replace our socket in it.
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let listener = bind(&opts).expect("sticky directory");
+        let mode = std::fs::metadata(run.join("agent.sock")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        drop(listener);
+    }
 }

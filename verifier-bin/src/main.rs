@@ -38,6 +38,7 @@ fn main() {
         std::process::exit(0);
     }
 
+    output::start_watchdog(started);
     let config_path =
         std::env::var_os(CONFIG_PATH_ENV).map(PathBuf::from).unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
     let config = match VerifierConfig::load(&config_path) {
@@ -49,7 +50,7 @@ fn main() {
         )),
     };
     let deadline = started + Duration::from_millis(config.deadline_ms);
-    output::start_watchdog(deadline, config.failure_policy);
+    output::configure_watchdog(config.deadline_ms, config.failure_policy);
 
     let args = match args::parse(&argv) {
         Ok(a) => a,
@@ -86,6 +87,9 @@ fn main() {
 
     let remaining = deadline.saturating_duration_since(Instant::now());
     let agent_budget = remaining.saturating_sub(REPLY_MARGIN);
+    if agent_budget.is_zero() {
+        finish(Outcome::failure(config.failure_policy, &label, "no time left to ask the agent".into()));
+    }
     let request = Request::Verify(VerifyRequest {
         version: PROTOCOL_VERSION,
         reference: args.name.clone(),

@@ -6,14 +6,19 @@
 
 use pullgate_wire::{FailurePolicy, Verdict};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Longest output line, newline included.
 pub const MAX_LINE_BYTES: usize = 1024;
 
 static DONE: Mutex<()> = Mutex::new(());
 static LABEL: OnceLock<String> = OnceLock::new();
+/// The watchdog's deadline in milliseconds after start, and its policy; set
+/// from the config once it is read (the watchdog runs before that).
+static DEADLINE_MS: AtomicU64 = AtomicU64::new(pullgate_wire::DEFAULT_DEADLINE_MS);
+static FAIL_OPEN: AtomicBool = AtomicBool::new(false);
 
 /// Records `REF@DIGEST` for the watchdog's line once the arguments are known.
 pub fn set_label(label: &str) {
@@ -50,29 +55,46 @@ impl Outcome {
 
 /// Prints the outcome's line and exits: 0 to allow, 1 to deny.
 pub fn finish(outcome: Outcome) -> ! {
-    let guard = DONE.lock();
+    // Held until the process exits: whoever gets here second never prints.
+    let _guard = DONE.lock();
     let line = sanitize(&outcome.line);
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(line.as_bytes());
     let _ = out.flush();
-    drop(guard);
     std::process::exit(match outcome.verdict {
         Verdict::Allow => 0,
         Verdict::Deny => 1,
     })
 }
 
-/// Starts a thread that applies the failure policy at `deadline` unless the
-/// process has already exited.
-pub fn start_watchdog(deadline: Instant, policy: FailurePolicy) {
+/// Starts the thread that answers at the deadline if the main path has not.
+/// It runs before the config is read (a config on a hung mount must not hang
+/// the verifier past containerd's timeout, which would always block the pull),
+/// with the default deadline and fail-closed until [`configure_watchdog`].
+/// If the thread cannot be started nothing would bound the wait: deny now.
+pub fn start_watchdog(started: Instant) {
     let spawned = std::thread::Builder::new().name("deadline".into()).stack_size(64 * 1024).spawn(move || {
-        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        loop {
+            let deadline = started + Duration::from_millis(DEADLINE_MS.load(Ordering::SeqCst));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
+        let policy = if FAIL_OPEN.load(Ordering::SeqCst) { FailurePolicy::Open } else { FailurePolicy::Closed };
         let label = LABEL.get().map(String::as_str).unwrap_or("image");
         finish(Outcome::failure(policy, label, "no decision within the verifier deadline".into()));
     });
-    if spawned.is_err() {
-        // Without a watchdog the socket timeouts still bound the wait; carry on.
+    if let Err(e) = spawned {
+        finish(Outcome::local(Verdict::Deny, None, format!("cannot start the deadline watchdog ({e}); denying")));
     }
+}
+
+/// Gives the watchdog the configured deadline and failure policy.
+pub fn configure_watchdog(deadline_ms: u64, policy: FailurePolicy) {
+    FAIL_OPEN.store(policy == FailurePolicy::Open, Ordering::SeqCst);
+    DEADLINE_MS.store(deadline_ms, Ordering::SeqCst);
 }
 
 /// One printable line: control characters become spaces, the line is cut at

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 mod verifier_config;
-pub use verifier_config::{CONFIG_PATH_ENV, ConfigError, DEFAULT_CONFIG_PATH, DEFAULT_SOCKET_PATH, VerifierConfig};
+pub use verifier_config::{
+    CONFIG_PATH_ENV, ConfigError, DEFAULT_CONFIG_PATH, DEFAULT_DEADLINE_MS, DEFAULT_SOCKET_PATH, VerifierConfig,
+};
 
 /// Version of the request/response protocol. The agent rejects other versions.
 pub const PROTOCOL_VERSION: u32 = 1;
