@@ -63,14 +63,18 @@ pg_setup_build() {
 
 # The musl target the shipped verifier is built for.
 pg_setup_musl() {
-  if command -v rustup >/dev/null 2>&1; then
-    if ! rustup target list --installed | grep -qx "$PG_MUSL_TARGET"; then
-      pg_log "adding rust target $PG_MUSL_TARGET"
-      rustup target add "$PG_MUSL_TARGET"
-    fi
-  elif [ ! -d "$(rustc --print sysroot)/lib/rustlib/$PG_MUSL_TARGET" ]; then
-    pg_die "rust target $PG_MUSL_TARGET is missing and rustup is not available to add it"
+  pg_try_musl || pg_die "rust target $PG_MUSL_TARGET is missing and could not be added (rustup target add $PG_MUSL_TARGET)"
+}
+
+# Like pg_setup_musl, but returns non-zero instead of stopping when the
+# target cannot be had (no rustup, or its download server unreachable).
+pg_try_musl() {
+  if [ -d "$(rustc --print sysroot)/lib/rustlib/$PG_MUSL_TARGET" ]; then
+    return 0
   fi
+  command -v rustup >/dev/null 2>&1 || return 1
+  pg_log "adding rust target $PG_MUSL_TARGET"
+  rustup target add "$PG_MUSL_TARGET"
 }
 
 # External programs the test suites run for real: a registry (Debian's
