@@ -12,9 +12,7 @@ use crate::report::{DecisionLog, IdGenerator, Peer, Report, Source, Step};
 use crate::verify;
 use pullgate_reference::{Digest, Reference};
 use pullgate_registry::auth::Keychain;
-use pullgate_wire::{
-    DecisionResponse, FailurePolicy, PROTOCOL_VERSION, Response, StatusResponse, Verdict, VerifyRequest,
-};
+use pullgate_wire::{DecisionResponse, PROTOCOL_VERSION, Response, StatusResponse, Verdict, VerifyRequest};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,12 +28,6 @@ pub const VERIFY_BUDGET: Duration = Duration::from_secs(30);
 /// Why verification could not produce an allow or deny.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum VerifyError {
-    /// The scope requires verifiers this agent cannot run yet.
-    #[error("no verifier configured for {}: this agent cannot run it yet", kinds.join(", "))]
-    NoVerifier {
-        /// The required verifier names.
-        kinds: Vec<String>,
-    },
     /// Verification did not finish within the request's deadline.
     #[error("verification did not finish within {0} ms")]
     Deadline(u64),
@@ -604,12 +596,6 @@ fn check_request(req: &VerifyRequest) -> Result<(Reference, Digest), String> {
         return Err(format!("reference pins {pinned} but the pulled digest is {digest}"));
     }
     Ok((reference, digest))
-}
-
-/// The failure policy the engine would apply right now (for the server's
-/// own errors, like an unreadable request), if a config is loaded.
-pub fn failure_policy_of(engine: &Engine) -> Option<FailurePolicy> {
-    engine.loaded().map(|l| l.config.failure_policy)
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use pullgate_reference::{Digest, Reference};
 use pullgate_registry::auth::Keychain;
 use pullgate_registry::types::ImageManifest;
 use pullgate_registry::{Client, ClientOptions, HostOptions, Repository, RequestObserver};
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 use tokio::time::Instant;
 
@@ -543,9 +542,4 @@ fn ignored_signature(manifest: &str, why: String) -> SignatureReport {
         verified: false,
         checks: vec![CheckReport { check: "artifact".into(), status: "ignored".into(), reason: why }],
     }
-}
-
-/// Counts of registry requests by (host, status class), for status and benchmarks.
-pub fn request_counts(client: &Client) -> BTreeMap<String, u64> {
-    client.request_counts().into_iter().map(|((h, s), n)| (format!("{h} {s}"), n)).collect()
 }
