@@ -472,21 +472,8 @@ fn key_spec(cert: &Certificate, public_key: &[u8]) -> KeySpec {
 
 /// Short names Go and RFC 4514 use for common attribute types.
 fn attribute_name(oid: &ObjectIdentifier) -> String {
-    let name = match oid.to_string().as_str() {
-        "2.5.4.3" => "CN",
-        "2.5.4.5" => "SERIALNUMBER",
-        "2.5.4.6" => "C",
-        "2.5.4.7" => "L",
-        "2.5.4.8" => "ST",
-        "2.5.4.9" => "STREET",
-        "2.5.4.10" => "O",
-        "2.5.4.11" => "OU",
-        "2.5.4.17" => "POSTALCODE",
-        "0.9.2342.19200300.100.1.1" => "UID",
-        "0.9.2342.19200300.100.1.25" => "DC",
-        other => return other.to_string(),
-    };
-    name.to_string()
+    let dotted = oid.to_string();
+    crate::policy::short_attribute_name(&dotted).map_or(dotted.clone(), str::to_string)
 }
 
 /// A directory string as text; types without a text form become `#` and hex, as in RFC 4514.

@@ -248,6 +248,25 @@ impl fmt::Display for DistinguishedName {
     }
 }
 
+/// The short name Go and RFC 4514 use for a common attribute type OID
+/// (`2.5.4.3` → `CN`), used both when reading certificates and policies.
+pub(crate) fn short_attribute_name(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.5" => "SERIALNUMBER",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "STREET",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "2.5.4.17" => "POSTALCODE",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        _ => return None,
+    })
+}
+
 /// Normalizes an attribute type for matching: upper case, common OIDs to short names.
 pub(crate) fn normalize_type(ty: &str) -> Option<String> {
     let ty = ty.trim();
@@ -256,20 +275,7 @@ pub(crate) fn normalize_type(ty: &str) -> Option<String> {
         if !ty.split('.').all(|arc| !arc.is_empty() && arc.bytes().all(|b| b.is_ascii_digit())) {
             return None;
         }
-        let short = match ty {
-            "2.5.4.3" => "CN",
-            "2.5.4.5" => "SERIALNUMBER",
-            "2.5.4.6" => "C",
-            "2.5.4.7" => "L",
-            "2.5.4.8" => "ST",
-            "2.5.4.9" => "STREET",
-            "2.5.4.10" => "O",
-            "2.5.4.11" => "OU",
-            "2.5.4.17" => "POSTALCODE",
-            "0.9.2342.19200300.100.1.1" => "UID",
-            "0.9.2342.19200300.100.1.25" => "DC",
-            other => other,
-        };
+        let short = short_attribute_name(ty).unwrap_or(ty);
         return Some(short.to_string());
     }
     (first.is_ascii_alphabetic() && ty.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
