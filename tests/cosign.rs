@@ -41,26 +41,31 @@ async fn attach(reg: &Registry, repo: &str, case: &str) {
 /// An agent verifying everything on `host` with cosign, with `sigstore` as the
 /// body of its `[sigstore]` table; `files` are copied from the fixture keys.
 fn agent(host: &str, sigstore: &str, files: &[&str]) -> AgentFiles {
-    let toml = format!(
-        r#"
-defaultAction = "deny"
-[registries."{host}"]
-insecure = true
-[[scopes]]
-name = "cosigned"
-images = ["{host}/**"]
-action = "verify"
-verify = {{ require = ["cosign"] }}
-[sigstore]
-{sigstore}
-"#
-    );
-    let a = AgentFiles::new(&toml);
+    let a = AgentFiles::new(&sigstore_config(host, "cosign", sigstore));
     std::fs::create_dir_all(a.config_dir.join("keys")).unwrap();
     for f in files {
         copy(&keys_dir().join(f), &a.config_dir.join("keys").join(f));
     }
     a
+}
+
+/// A config that verifies every image on `host` with `verifier` (`cosign` or
+/// `sigstore`), `sigstore` being the body of its `[sigstore]` table.
+fn sigstore_config(host: &str, verifier: &str, sigstore: &str) -> String {
+    format!(
+        r#"
+defaultAction = "deny"
+[registries."{host}"]
+insecure = true
+[[scopes]]
+name = "{verifier}-required"
+images = ["{host}/**"]
+action = "verify"
+verify = {{ require = ["{verifier}"] }}
+[sigstore]
+{sigstore}
+"#
+    )
 }
 
 fn copy(from: &Path, to: &Path) {
@@ -222,21 +227,10 @@ async fn attach_bundle(reg: &Registry, repo: &str, subject: &str) {
 }
 
 fn bundle_agent(host: &str, subject_id: &str) -> AgentFiles {
-    let toml = format!(
-        r#"
-defaultAction = "deny"
-[registries."{host}"]
-insecure = true
-[[scopes]]
-name = "attested"
-images = ["{host}/**"]
-action = "verify"
-verify = {{ require = ["sigstore"] }}
-[sigstore]
-trustedRoot = "trusted_root.json"
-identities = [{{ issuer = "https://github.com/login/oauth", subject = "{subject_id}" }}]
-"#
+    let sigstore = format!(
+        "trustedRoot = \"trusted_root.json\"\nidentities = [{{ issuer = \"https://github.com/login/oauth\", subject = \"{subject_id}\" }}]"
     );
+    let toml = sigstore_config(host, "sigstore", &sigstore);
     let a = AgentFiles::new(&toml);
     copy(
         &fixtures_dir().join("sigstore-bundle/cosign-oci-attestation/trusted_root_pgi.json"),
