@@ -398,6 +398,9 @@ fn run(
                 }
             },
         };
+        // Signal handlers exist before the socket does: once a client can see
+        // the agent, SIGTERM drains it instead of killing it.
+        let handlers = install_signal_handlers();
         let listener = server::bind(&opts)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let metrics_task = metrics_listener.map(|l| tokio::spawn(metrics::serve(l, metrics.clone(), rx.clone())));
@@ -411,7 +414,7 @@ fn run(
             }
             (Source::Kubernetes(_), None) => bail!("no Kubernetes client"),
         };
-        let signals = tokio::spawn(handle_signals(engine.clone(), tx));
+        let signals = tokio::spawn(handle_signals(handlers, engine.clone(), tx));
         server::serve(listener, engine.clone(), opts, rx).await;
         engine.flush();
         // Aborting the signal task drops the shutdown sender: the sync stops too.
@@ -456,11 +459,19 @@ async fn feed_pull_secrets(
 }
 
 /// SIGTERM / SIGINT start the drain; SIGHUP re-reads the config directory.
-async fn handle_signals(engine: Arc<Engine>, shutdown: tokio::sync::watch::Sender<bool>) {
+/// SIGTERM, SIGINT and SIGHUP streams, registered now (inside the runtime).
+type SignalHandlers = Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal, tokio::signal::unix::Signal)>;
+
+fn install_signal_handlers() -> SignalHandlers {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+        (Ok(term), Ok(int), Ok(hup)) => Some((term, int, hup)),
+        _ => None,
+    }
+}
+
+async fn handle_signals(handlers: SignalHandlers, engine: Arc<Engine>, shutdown: tokio::sync::watch::Sender<bool>) {
+    let Some((mut term, mut int, mut hup)) = handlers else {
         tracing::error!("cannot install signal handlers; the agent keeps serving, stop it with SIGKILL");
         // Keep `shutdown` alive: dropping it would read as a shutdown request.
         std::future::pending::<()>().await;
