@@ -8,7 +8,9 @@
 //! * [`Reference`] parses `[host[:port]/]path[:tag][@digest]`, following the
 //!   distribution reference grammar, and normalises Docker Hub short names
 //!   (`alpine` → `docker.io/library/alpine:latest`, `index.docker.io` →
-//!   `docker.io`).
+//!   `docker.io`) and every registry host to one canonical spelling
+//!   (lower case, no `:443`, RFC 5952 IPv6; see the `host` module for the
+//!   rules and what is refused).
 //! * [`Digest`] accepts the OCI registered algorithms `sha256` (64 hex) and
 //!   `sha512` (128 hex), lower-case only.
 //! * [`Pattern`] matches references by whole path components. The host is
@@ -17,9 +19,14 @@
 //!   or more components. A pattern can pin a tag or a digest. Because matching
 //!   is per component on parsed, validated references, `ghcr.io/acme/*` cannot
 //!   match `ghcr.io/acme-evil/x`, `ghcr.io.evil.com/acme/x` or
-//!   `ghcr.io/acme/../x` (the last is not a valid reference at all).
+//!   `ghcr.io/acme/../x` (the last is not a valid reference at all). Hosts
+//!   compare in canonical form, so `GHCR.io:443/acme/x` is `ghcr.io/acme/x`,
+//!   and the loopback spellings `localhost`, `127.0.0.0/8` and `[::1]` with
+//!   the same port are one registry.
 
 use std::fmt;
+
+mod host;
 
 /// Longest accepted repository name (`host/path`), as in the distribution grammar.
 pub const MAX_NAME_LEN: usize = 255;
@@ -40,8 +47,13 @@ pub enum ReferenceError {
     TooLong(usize),
     /// `host/path` is longer than [`MAX_NAME_LEN`].
     NameTooLong(usize),
-    /// The registry host (or port) is not valid.
-    InvalidHost(String),
+    /// The registry host (or port) is not valid or has no canonical spelling.
+    InvalidHost {
+        /// The host as written.
+        host: String,
+        /// What is wrong with it and how to write it instead.
+        reason: String,
+    },
     /// A repository path component is not valid.
     InvalidPathComponent(String),
     /// The tag is not valid.
@@ -64,7 +76,7 @@ impl fmt::Display for ReferenceError {
             ReferenceError::NameTooLong(n) => {
                 write!(f, "repository name is {n} bytes, longer than the {MAX_NAME_LEN}-byte limit")
             }
-            ReferenceError::InvalidHost(h) => write!(f, "invalid registry host {h:?}"),
+            ReferenceError::InvalidHost { host, reason } => write!(f, "invalid registry host {host:?}: {reason}"),
             ReferenceError::InvalidPathComponent(c) => write!(
                 f,
                 "invalid repository path component {c:?} (lower-case letters, digits and single separators . _ __ - only)"
@@ -194,7 +206,9 @@ impl Reference {
         Ok(Reference { host, path, tag, digest })
     }
 
-    /// Registry host, with port if one was given (`docker.io`, `localhost:5000`).
+    /// Registry host in canonical form, with its port unless that is `443`
+    /// (`docker.io`, `localhost:5000`, `[::1]:5000`). This is the spelling to
+    /// connect to; loopback spellings stay distinct here and only match alike.
     pub fn host(&self) -> &str {
         &self.host
     }
@@ -282,10 +296,7 @@ fn split_name(name: &str) -> Result<(String, String), ReferenceError> {
         return Err(ReferenceError::Empty);
     }
     let (host, path) = match name.split_once('/') {
-        Some((first, rest)) if looks_like_host(first) => {
-            validate_host(first)?;
-            (normalise_host(first), rest.to_string())
-        }
+        Some((first, rest)) if looks_like_host(first) => (host::normalise(first)?, rest.to_string()),
         _ => (DOCKER_HUB.to_string(), name.to_string()),
     };
     if path.is_empty() {
@@ -308,57 +319,6 @@ fn split_name(name: &str) -> Result<(String, String), ReferenceError> {
 /// or `:`, is `localhost`, or has upper-case letters (paths cannot).
 fn looks_like_host(first: &str) -> bool {
     first.contains('.') || first.contains(':') || first == "localhost" || first.bytes().any(|b| b.is_ascii_uppercase())
-}
-
-fn normalise_host(h: &str) -> String {
-    let lower = h.to_ascii_lowercase();
-    if lower == "index.docker.io" || lower == "registry-1.docker.io" { DOCKER_HUB.to_string() } else { lower }
-}
-
-fn validate_host(h: &str) -> Result<(), ReferenceError> {
-    let bad = || ReferenceError::InvalidHost(h.to_string());
-    let (name, port) = if let Some(stripped) = h.strip_prefix('[') {
-        // Bracketed IPv6 literal, optional :port after the bracket.
-        let (inside, after) = stripped.split_once(']').ok_or_else(bad)?;
-        if inside.is_empty() || !inside.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
-            return Err(bad());
-        }
-        let port = match after {
-            "" => None,
-            p => Some(p.strip_prefix(':').ok_or_else(bad)?),
-        };
-        (None, port)
-    } else {
-        match h.rsplit_once(':') {
-            Some((n, p)) => (Some(n), Some(p)),
-            None => (Some(h), None),
-        }
-    };
-    if let Some(p) = port
-        && (p.is_empty()
-            || p.len() > 5
-            || !p.bytes().all(|b| b.is_ascii_digit())
-            || p.parse::<u32>().map_or(true, |v| v == 0 || v > 65535))
-    {
-        return Err(bad());
-    }
-    if let Some(n) = name {
-        if n.is_empty() || n.len() > 253 {
-            return Err(bad());
-        }
-        for label in n.split('.') {
-            let b = label.as_bytes();
-            let ok = !b.is_empty()
-                && b.len() <= 63
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-');
-            if !ok {
-                return Err(bad());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
@@ -417,7 +377,8 @@ enum Segment {
 ///
 /// Syntax: `host/path[:tag|@digest]` where path components may be `*` (one
 /// component), `**` (one or more, last component only) or contain `*` as a
-/// wildcard within the component. The host is always literal. Docker Hub
+/// wildcard within the component. The host is always literal, and
+/// normalised exactly as a reference's host is. Docker Hub
 /// short names normalise as in [`Reference`] (`alpine` means
 /// `docker.io/library/alpine`). Without tag or digest a pattern matches every
 /// tag and digest of the repositories it names. A pattern with a tag but no
@@ -454,10 +415,7 @@ impl Pattern {
             return Err(invalid("the registry host cannot contain wildcards; name it exactly".into()));
         }
         let (host, path) = match tail {
-            Some(t) if looks_like_host(first) => {
-                validate_host(first)?;
-                (normalise_host(first), t.to_string())
-            }
+            Some(t) if looks_like_host(first) => (host::normalise(first)?, t.to_string()),
             _ => (DOCKER_HUB.to_string(), name.to_string()),
         };
         let raw: Vec<&str> = path.split('/').collect();
@@ -515,7 +473,7 @@ impl Pattern {
     /// `digest` is the digest actually being pulled; a digest-pinned pattern
     /// compares against it, not against whatever the reference text says.
     pub fn matches(&self, reference: &Reference, digest: &Digest) -> bool {
-        if reference.host != self.host {
+        if host::match_key(&reference.host) != host::match_key(&self.host) {
             return false;
         }
         if let Some(t) = &self.tag {
@@ -624,6 +582,30 @@ mod tests {
         assert_eq!(r("GHCR.io/acme/app").host(), "ghcr.io");
         assert_eq!(r("[::1]:5000/app").host(), "[::1]:5000");
         assert_eq!(r("localhost/app").host(), "localhost");
+        assert_eq!(r("[0:0::1]:5000/app").host(), "[::1]:5000");
+        assert_eq!(r("registry-1.docker.io:443/alpine").to_string(), "docker.io/library/alpine:latest");
+    }
+
+    #[test]
+    fn host_errors_name_the_host_and_the_fix() {
+        let e = Reference::parse("localhost:05101/app").unwrap_err().to_string();
+        assert!(e.contains("\"localhost:05101\"") && e.contains("write 5101"), "{e}");
+        let e = Pattern::parse("[::ffff:127.0.0.1]:5000/app").unwrap_err().to_string();
+        assert!(e.contains("write the IPv4 address itself"), "{e}");
+    }
+
+    #[test]
+    fn loopback_spellings_are_one_registry() {
+        let p = Pattern::parse("localhost:5000/**").unwrap();
+        for same in ["127.0.0.1:5000/x", "[::1]:5000/x", "[0:0::1]:5000/x", "LOCALHOST:5000/x", "127.0.0.2:5000/x"] {
+            assert!(p.matches(&r(same), &d()), "{same}");
+        }
+        for other in ["localhost:5001/x", "localhost/x", "localhost.evil:5000/x", "10.0.0.1:5000/x"] {
+            assert!(!p.matches(&r(other), &d()), "{other}");
+        }
+        let v4 = Pattern::parse("127.0.0.1:5000/x").unwrap();
+        assert!(v4.matches(&r("localhost:5000/x"), &d()));
+        assert_eq!(r("127.0.0.1:5000/x").host(), "127.0.0.1:5000", "the connect spelling is kept");
     }
 
     #[test]
@@ -639,6 +621,11 @@ mod tests {
             "ghcr.io/acme/x@sha256:abc",
             "ghcr.io/acme/x@md5:d41d8cd98f00b204e9800998ecf8427e",
             "ghcr.io:99999/x",
+            "ghcr.io:080/x",
+            "ghcr.io:80/x",
+            "[::ffff:127.0.0.1]/x",
+            "127.0.0.01/x",
+            "Myreg/x",
             "-bad.io/x",
             "ghcr.io/acme/x y",
             "ghcr.io/acme/x\n",
@@ -674,7 +661,9 @@ mod tests {
         assert!(!p.matches(&r("evil.com/ghcr.io/acme/x"), &d()));
         assert!(!p.matches(&r("ghcr.io/acme/x/y"), &d()));
         assert!(!p.matches(&r("ghcr.io/acme"), &d()));
-        assert!(!p.matches(&r("ghcr.io:443/acme/x"), &d()));
+        assert!(p.matches(&r("GHCR.io:443/acme/x"), &d()), ":443 is the default port, the same registry");
+        assert!(!p.matches(&r("ghcr.io:8443/acme/x"), &d()));
+        assert!(!p.matches(&r("ghcr.io.evil.com:443/acme/x"), &d()));
         assert!(Reference::parse("ghcr.io/acme/../x").is_err());
     }
 
