@@ -9,7 +9,9 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod bounded;
 mod verifier_config;
+pub use bounded::{MAX_COUNTERS, MAX_REASON_BYTES, MAX_SHORT_BYTES, TRUNCATED, one_line, truncate};
 pub use verifier_config::{
     CONFIG_PATH_ENV, ConfigError, DEFAULT_CONFIG_PATH, DEFAULT_DEADLINE_MS, DEFAULT_SOCKET_PATH, VerifierConfig,
 };
@@ -18,7 +20,8 @@ pub use verifier_config::{
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest request line (JSON plus newline) the agent accepts.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// Largest response line the verifier reads.
+/// Largest response line the verifier reads. The agent never sends more:
+/// every answer goes through [`Response::encode_line`].
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// The only stdin media type containerd uses for verifiers.
 pub const OCI_DESCRIPTOR_MEDIA_TYPE: &str = "application/vnd.oci.descriptor.v1+json";
