@@ -16,8 +16,8 @@
 //!   four parts, hex or octal parts, and `0.0.0.0` are refused.
 //! * IPv6: brackets required, written in RFC 5952 form (`[0:0::1]` →
 //!   `[::1]`, hex lower-cased). Dotted forms, zones, the unspecified address
-//!   `[::]`, IPv4-mapped (`::ffff:0:0/96`) and IPv4-compatible (`::/96`)
-//!   addresses are refused.
+//!   `[::]`, IPv4-mapped (`::ffff:0:0/96`) and IPv4-compatible (`::/96`
+//!   other than `::1`) addresses are refused.
 //! * Docker Hub: `docker.io`, `index.docker.io`, `registry-1.docker.io` and
 //!   `registry.hub.docker.com`, without a port or with `:443`, are `docker.io`.
 //! * Names under `.localhost` are refused: some resolvers send them to the
@@ -163,7 +163,9 @@ fn canonical_ipv6(inside: &str) -> Result<String, String> {
     let groups = parse_ipv6(inside).ok_or_else(|| {
         format!("[{inside}] is not an IPv6 address (hex groups and one `::`; no dotted, zone or other forms)")
     })?;
-    if groups[..5] == [0; 5] && (groups[5] == 0xffff || (groups[5] == 0 && groups[6] != 0)) {
+    let mapped = groups[..6] == [0, 0, 0, 0, 0, 0xffff];
+    let compatible = groups[..6] == [0; 6] && !matches!(groups[6..], [0, 0] | [0, 1]);
+    if mapped || compatible {
         return Err(format!("[{inside}] is an IPv4-mapped or IPv4-compatible address; write the IPv4 address itself"));
     }
     if groups == [0; 8] {
@@ -290,6 +292,7 @@ mod tests {
             ("[::ffff:127.0.0.1]", "write the IPv4 address itself"),
             ("[::ffff:7f00:1]", "IPv4-mapped"),
             ("[::7f00:1]", "IPv4-compatible"),
+            ("[::2]", "IPv4-compatible"),
             ("[::]:5000", "unspecified"),
             ("[fe80::1%eth0]", "not an IPv6"),
             ("[1:2:3:4:5:6:7:8:9]", "not an IPv6"),
