@@ -4,7 +4,7 @@
 //! makes sure only the first one prints, and it exits the process while
 //! still holding it.
 
-use pullgate_wire::{FailurePolicy, Verdict};
+use pullgate_wire::{FailurePolicy, Verdict, one_line, truncate};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -25,22 +25,32 @@ pub fn set_label(label: &str) {
     let _ = LABEL.set(label.to_string());
 }
 
-/// What to print and how to exit.
+/// What to print and how to exit. The line is `head`, `reason`, `tail`:
+/// when it is too long, the reason is cut so the verdict, the image and the
+/// report id always show.
 pub struct Outcome {
     verdict: Verdict,
-    line: String,
+    head: String,
+    reason: String,
+    tail: String,
 }
 
 impl Outcome {
-    /// A decision the verifier made itself (bad input, bootstrap allowlist).
+    /// A decision the verifier made itself (bad input, bootstrap allowlist,
+    /// an agent answer it cannot use).
     pub fn local(verdict: Verdict, label: Option<&str>, reason: String) -> Outcome {
         let label = label.unwrap_or("image");
-        Outcome { verdict, line: format!("pullgate: {} {label}: {reason}", verdict.past_tense()) }
+        Outcome { verdict, head: format!("pullgate: {} {label}: ", verdict.past_tense()), reason, tail: String::new() }
     }
 
     /// A decision the agent made.
     pub fn agent(verdict: Verdict, label: &str, reason: String, report_id: String) -> Outcome {
-        Outcome { verdict, line: format!("pullgate: {} {label}: {reason} (report {report_id})", verdict.past_tense()) }
+        Outcome {
+            verdict,
+            head: format!("pullgate: {} {label}: ", verdict.past_tense()),
+            reason,
+            tail: format!(" (report {report_id})"),
+        }
     }
 
     /// No decision could be reached: the failure policy decides.
@@ -48,7 +58,9 @@ impl Outcome {
         let verdict = policy.verdict();
         Outcome {
             verdict,
-            line: format!("pullgate: {} {label}: {why}; failure policy {}", verdict.past_tense(), policy.as_str()),
+            head: format!("pullgate: {} {label}: ", verdict.past_tense()),
+            reason: why,
+            tail: format!("; failure policy {}", policy.as_str()),
         }
     }
 }
@@ -57,7 +69,7 @@ impl Outcome {
 pub fn finish(outcome: Outcome) -> ! {
     // Held until the process exits: whoever gets here second never prints.
     let _guard = DONE.lock();
-    let line = sanitize(&outcome.line);
+    let line = sanitize(&outcome.head, &outcome.reason, &outcome.tail);
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(line.as_bytes());
     let _ = out.flush();
@@ -97,18 +109,21 @@ pub fn configure_watchdog(deadline_ms: u64, policy: FailurePolicy) {
     DEADLINE_MS.store(deadline_ms, Ordering::SeqCst);
 }
 
-/// One printable line: control characters become spaces, the line is cut at
-/// a character boundary to fit [`MAX_LINE_BYTES`] with its newline.
-fn sanitize(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(MAX_LINE_BYTES));
-    for c in s.chars() {
-        let c = if c.is_control() { ' ' } else { c };
-        if out.len() + c.len_utf8() > MAX_LINE_BYTES - 4 {
-            out.push('…');
-            break;
-        }
-        out.push(c);
-    }
+/// One printable line of at most [`MAX_LINE_BYTES`] with its newline:
+/// control characters and line separators become spaces, and a line that is
+/// too long loses the end of its reason (marked `…`), not its tail.
+fn sanitize(head: &str, reason: &str, tail: &str) -> String {
+    const CUT: &str = "…";
+    let budget = MAX_LINE_BYTES - 1;
+    let (head, reason, tail) = (one_line(head), one_line(reason), one_line(tail));
+    let mut out = if head.len() + reason.len() + tail.len() <= budget {
+        format!("{head}{reason}{tail}")
+    } else if head.len() + tail.len() + CUT.len() <= budget {
+        let room = budget - head.len() - tail.len();
+        format!("{head}{}{tail}", truncate(&reason, room, CUT))
+    } else {
+        truncate(&format!("{head}{reason}{tail}"), budget, CUT)
+    };
     out.push('\n');
     out
 }
@@ -119,10 +134,31 @@ mod tests {
 
     #[test]
     fn sanitize_bounds_and_flattens() {
-        let s = sanitize(&format!("a\nb\x1b{}", "é".repeat(2000)));
+        let s = sanitize("", &format!("a\nb\x1b{}", "é".repeat(2000)), "");
         assert!(s.len() <= MAX_LINE_BYTES, "{}", s.len());
         assert!(s.starts_with("a b "));
         assert_eq!(s.matches('\n').count(), 1);
         assert!(s.ends_with("…\n"));
+    }
+
+    #[test]
+    fn a_long_reason_keeps_the_report_id() {
+        let o = Outcome::agent(
+            Verdict::Deny,
+            "ghcr.io/acme/app:1@sha256:ab",
+            format!("plugin \u{2028}{}\r\n", "\"\\\u{0}é".repeat(40_000)),
+            "d-1-2".into(),
+        );
+        let s = sanitize(&o.head, &o.reason, &o.tail);
+        assert!(s.len() <= MAX_LINE_BYTES, "{}", s.len());
+        assert!(s.starts_with("pullgate: denied ghcr.io/acme/app:1@sha256:ab: plugin "), "{s}");
+        assert!(s.ends_with("… (report d-1-2)\n"), "{s}");
+        assert_eq!(s.matches('\n').count(), 1);
+        assert!(!s.contains(['\r', '\0', '\u{2028}']));
+        let short = Outcome::failure(FailurePolicy::Open, "x", "agent unavailable".into());
+        assert_eq!(
+            sanitize(&short.head, &short.reason, &short.tail),
+            "pullgate: allowed x: agent unavailable; failure policy open\n"
+        );
     }
 }
