@@ -5,6 +5,7 @@
 //!
 //! Nothing here is used by production code.
 
+pub mod containerd;
 pub mod token;
 
 use std::net::TcpListener;

@@ -13,7 +13,8 @@ mod bounded;
 mod verifier_config;
 pub use bounded::{MAX_COUNTERS, MAX_REASON_BYTES, MAX_SHORT_BYTES, TRUNCATED, one_line, truncate};
 pub use verifier_config::{
-    CONFIG_PATH_ENV, ConfigError, DEFAULT_CONFIG_PATH, DEFAULT_DEADLINE_MS, DEFAULT_SOCKET_PATH, VerifierConfig,
+    CONFIG_PATH_ENV, ConfigError, DEFAULT_CONFIG_PATH, DEFAULT_DEADLINE_MS, DEFAULT_SOCKET_PATH, MAX_DEADLINE_MS,
+    MIN_DEADLINE_MS, VerifierConfig,
 };
 
 /// Version of the request/response protocol. The agent rejects other versions.

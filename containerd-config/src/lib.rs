@@ -1,0 +1,79 @@
+//! containerd's config as pullgate sees it.
+//!
+//! * [`load`]: the main config and its `imports`, version 2 and 3, merged the way
+//!   containerd merges them (or [`dump`]: `containerd config dump` where the binary runs).
+//! * [`model`]: the settings that decide whether pulls reach an image verifier, with
+//!   containerd's defaults.
+//! * [`checks`]: the coverage findings (pure functions over what was observed).
+//! * [`edit`]: the changes the installer makes (`toml_edit`: comments, order and
+//!   unrelated keys kept), and `--fix` of the local-pull triggers.
+//! * [`socket`]: containerd's `Version` gRPC call over its socket.
+//!
+//! Nothing here knows about Kubernetes or the agent.
+
+pub mod checks;
+pub mod dump;
+pub mod duration;
+pub mod edit;
+pub mod hosts;
+pub mod load;
+pub mod model;
+pub mod socket;
+pub mod version;
+
+use std::path::{Component, Path, PathBuf};
+
+/// The host's root as this process sees it: `/` on the node, `/host` in a container
+/// that mounts the host there. Host paths (as containerd names them) are resolved under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoot(PathBuf);
+
+impl HostRoot {
+    /// A root at `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> HostRoot {
+        HostRoot(dir.into())
+    }
+
+    /// The root directory itself.
+    pub fn dir(&self) -> &Path {
+        &self.0
+    }
+
+    /// `path` (a host path) as seen from here. `..` is resolved lexically and never
+    /// climbs above the root, so a configured path cannot name a file outside it.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+        for c in path.components() {
+            match c {
+                Component::Normal(part) => parts.push(part),
+                Component::ParentDir => {
+                    parts.pop();
+                }
+                _ => {}
+            }
+        }
+        let mut out = self.0.clone();
+        out.extend(parts);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_paths_stay_under_the_root() {
+        let r = HostRoot::new("/host");
+        assert_eq!(
+            r.resolve(Path::new("/etc/containerd/config.toml")),
+            PathBuf::from("/host/etc/containerd/config.toml")
+        );
+        assert_eq!(r.resolve(Path::new("/etc/../../../root/x")), PathBuf::from("/host/root/x"));
+        assert_eq!(HostRoot::new("/").resolve(Path::new("/a/b/../c")), PathBuf::from("/a/c"));
+    }
+}
+
+/// The name the installer gives pullgate's verifier in `bin_dir` unless told otherwise:
+/// it sorts before the usual names of other verifiers.
+pub const DEFAULT_VERIFIER_NAME: &str = "00-pullgate-verifier";

@@ -1,0 +1,2 @@
+//! `pullgate-install`: the node installer (work in progress).
+fn main() {}
