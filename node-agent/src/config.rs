@@ -589,9 +589,14 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
         let probe = format!("{host}/x");
         match pullgate_reference::Reference::parse(&probe) {
             Ok(parsed) if parsed.host() == host => {}
-            _ => {
-                issues.push(issue(&format!("registries.\"{host}\""), "not a registry host[:port] in lower case".into()))
-            }
+            Ok(parsed) => issues.push(issue(
+                &format!("registries.\"{host}\""),
+                format!(
+                    "not a registry host[:port] in canonical form (lower case, no :443, Docker Hub as docker.io); write {:?}",
+                    parsed.host()
+                ),
+            )),
+            Err(e) => issues.push(issue(&format!("registries.\"{host}\""), format!("not a registry host[:port]: {e}"))),
         }
         if let Some(n) = r.max_concurrency
             && !(1..=256).contains(&n)
@@ -1010,6 +1015,17 @@ mod tests {
     }
     fn bad(s: &str) -> Vec<String> {
         parse_main(s.as_bytes()).expect_err("should be invalid").iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn registry_keys_must_be_canonical_hosts() {
+        let errs = bad("[registries.\"ghcr.io:443\"]\n[registries.\"localhost:05000\"]\n");
+        assert!(
+            errs.iter().any(|e| e.contains("registries.\"ghcr.io:443\"") && e.contains("write \"ghcr.io\"")),
+            "{errs:?}"
+        );
+        assert!(errs.iter().any(|e| e.contains("localhost:05000") && e.contains("leading zeros")), "{errs:?}");
+        ok("[registries.\"localhost:5000\"]\n[registries.\"[::1]:5000\"]\n");
     }
 
     #[test]
