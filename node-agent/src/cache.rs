@@ -12,10 +12,10 @@
 
 use crate::report::{Source, Step, VerifierRun};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Default lifetime of an allow outcome.
@@ -136,48 +136,156 @@ impl SledStore {
     }
 
     /// The content-addressed store for fetched manifests and blobs, a tree of
-    /// the same database.
+    /// the same database, bounded by `max_entries` and
+    /// [`DEFAULT_CONTENT_MAX_BYTES`] until the config in force sets its byte
+    /// bound ([`pullgate_registry::ContentStore::set_max_bytes`]).
     pub fn content_store(&self, max_entries: usize) -> Result<SledContent, CacheError> {
+        self.content_store_bounded(max_entries, DEFAULT_CONTENT_MAX_BYTES)
+    }
+
+    /// The content store (with a small index tree of sizes and use order),
+    /// bounded by `max_entries` and `max_bytes`. What is already stored is
+    /// evicted only when something is added or the bound is set.
+    pub fn content_store_bounded(&self, max_entries: usize, max_bytes: u64) -> Result<SledContent, CacheError> {
         let tree = self.db.open_tree("content").map_err(|e| self.err(e))?;
-        let entries = AtomicUsize::new(tree.len());
-        Ok(SledContent { tree, entries, max_entries })
+        let meta = self.db.open_tree("content-index").map_err(|e| self.err(e))?;
+        let mut index = ContentIndex::default();
+        for item in meta.iter() {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            match (std::str::from_utf8(&k), <[u8; 16]>::try_from(v.as_ref())) {
+                (Ok(digest), Ok(v)) => {
+                    let seq = u64::from_be_bytes(v[..8].try_into().unwrap_or_default());
+                    let len = u64::from_be_bytes(v[8..].try_into().unwrap_or_default());
+                    index.insert(digest.to_string(), seq, len);
+                }
+                _ => index.broken = true,
+            }
+        }
+        // Content without an index entry (an older agent, a torn write) is
+        // dropped: everything here can be fetched again.
+        if index.broken || index.seq_of.len() != tree.len() {
+            tracing::info!("artifact content store index does not match its content; emptying it");
+            tree.clear().map_err(|e| self.err(e))?;
+            meta.clear().map_err(|e| self.err(e))?;
+            index = ContentIndex::default();
+        }
+        Ok(SledContent { tree, meta, index: Mutex::new(index), max_entries, max_bytes: AtomicU64::new(max_bytes) })
     }
 }
 
-/// Fetched manifests and blobs by digest, on disk. The registry client
-/// re-hashes everything it reads from here. Bounded: past `max_entries` the
-/// store is emptied (everything in it can be fetched again).
-pub struct SledContent {
-    tree: sled::Tree,
-    entries: AtomicUsize,
-    max_entries: usize,
+/// Sizes and use order of what [`SledContent`] holds.
+#[derive(Default)]
+struct ContentIndex {
+    /// Use order → (digest, length); the smallest is evicted first.
+    by_seq: BTreeMap<u64, (String, u64)>,
+    seq_of: HashMap<String, u64>,
+    bytes: u64,
+    next: u64,
+    broken: bool,
 }
 
-/// Default bound of [`SledContent`].
+impl ContentIndex {
+    fn insert(&mut self, digest: String, seq: u64, len: u64) {
+        self.next = self.next.max(seq + 1);
+        self.bytes += len;
+        self.seq_of.insert(digest.clone(), seq);
+        self.by_seq.insert(seq, (digest, len));
+    }
+
+    fn remove(&mut self, digest: &str) -> Option<u64> {
+        let seq = self.seq_of.remove(digest)?;
+        let (_, len) = self.by_seq.remove(&seq)?;
+        self.bytes -= len;
+        Some(len)
+    }
+}
+
+/// Fetched manifests and blobs by digest, on disk: only what a verification
+/// used (the registry client re-hashes everything it reads from here).
+/// Bounded in entries and in bytes; past either bound the least recently
+/// used items are evicted (everything here can be fetched again).
+pub struct SledContent {
+    tree: sled::Tree,
+    meta: sled::Tree,
+    index: Mutex<ContentIndex>,
+    max_entries: usize,
+    max_bytes: AtomicU64,
+}
+
+/// Default entry bound of [`SledContent`].
 pub const DEFAULT_MAX_CONTENT_ENTRIES: usize = 20_000;
+/// Default byte bound of [`SledContent`] (`[cache] contentMaxBytes`).
+pub const DEFAULT_CONTENT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Largest `[cache] contentMaxBytes` accepted.
+pub const MAX_CONTENT_STORE_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 /// Largest item kept in [`SledContent`].
 const MAX_CONTENT_BYTES: usize = 4 * 1024 * 1024;
 
+impl SledContent {
+    /// Bytes currently held (item lengths; sled's own overhead not counted).
+    pub fn bytes(&self) -> u64 {
+        self.index.lock().unwrap_or_else(|p| p.into_inner()).bytes
+    }
+
+    /// Records `digest` as just used, under a fresh sequence number.
+    fn touch(&self, index: &mut ContentIndex, digest: &str, len: u64) {
+        index.remove(digest);
+        let seq = index.next;
+        index.insert(digest.to_string(), seq, len);
+        let mut v = [0u8; 16];
+        v[..8].copy_from_slice(&seq.to_be_bytes());
+        v[8..].copy_from_slice(&len.to_be_bytes());
+        if let Err(e) = self.meta.insert(digest.as_bytes(), &v[..]) {
+            tracing::warn!(error = %e, digest, "artifact content index write failed");
+        }
+    }
+
+    /// Evicts least recently used items until both bounds hold.
+    fn evict(&self, index: &mut ContentIndex) {
+        let max_bytes = self.max_bytes.load(Ordering::Relaxed);
+        let mut evicted = 0usize;
+        while index.bytes > max_bytes || index.seq_of.len() > self.max_entries {
+            let Some((_, (digest, _))) = index.by_seq.first_key_value().map(|(s, v)| (*s, v.clone())) else { break };
+            index.remove(&digest);
+            let _ = self.tree.remove(digest.as_bytes());
+            let _ = self.meta.remove(digest.as_bytes());
+            evicted += 1;
+        }
+        if evicted > 0 {
+            tracing::info!(evicted, bytes = index.bytes, max_bytes, "artifact content store evicted items");
+        }
+    }
+}
+
 impl pullgate_registry::ContentStore for SledContent {
     fn get(&self, digest: &str) -> Option<Vec<u8>> {
-        self.tree.get(digest.as_bytes()).ok().flatten().map(|v| v.to_vec())
+        let bytes = self.tree.get(digest.as_bytes()).ok().flatten().map(|v| v.to_vec())?;
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        if index.seq_of.contains_key(digest) {
+            self.touch(&mut index, digest, bytes.len() as u64);
+        }
+        Some(bytes)
     }
 
     fn put(&self, digest: &str, bytes: &[u8]) {
-        if bytes.len() > MAX_CONTENT_BYTES {
+        let len = bytes.len() as u64;
+        if bytes.len() > MAX_CONTENT_BYTES || len > self.max_bytes.load(Ordering::Relaxed) {
             return;
         }
-        match self.tree.insert(digest.as_bytes(), bytes) {
-            Ok(None) => {
-                if self.entries.fetch_add(1, Ordering::Relaxed) + 1 > self.max_entries {
-                    tracing::info!(entries = self.max_entries, "artifact content cache full; emptying it");
-                    let _ = self.tree.clear();
-                    self.entries.store(0, Ordering::Relaxed);
-                }
-            }
-            Ok(Some(_)) => {}
-            Err(e) => tracing::warn!(error = %e, digest, "artifact content cache write failed"),
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        if !index.seq_of.contains_key(digest)
+            && let Err(e) = self.tree.insert(digest.as_bytes(), bytes)
+        {
+            tracing::warn!(error = %e, digest, "artifact content store write failed");
+            return;
         }
+        self.touch(&mut index, digest, len);
+        self.evict(&mut index);
+    }
+
+    fn set_max_bytes(&self, max_bytes: u64) {
+        self.max_bytes.store(max_bytes, Ordering::Relaxed);
+        self.evict(&mut self.index.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }
 
@@ -267,6 +375,8 @@ pub struct CachePolicy {
     pub error_ttl: Duration,
     /// Most entries kept.
     pub max_entries: usize,
+    /// Most bytes the artifact content store keeps (`contentMaxBytes`).
+    pub content_max_bytes: u64,
 }
 
 impl Default for CachePolicy {
@@ -276,6 +386,7 @@ impl Default for CachePolicy {
             deny_ttl: DEFAULT_DENY_TTL,
             error_ttl: DEFAULT_ERROR_TTL,
             max_entries: DEFAULT_MAX_ENTRIES,
+            content_max_bytes: DEFAULT_CONTENT_MAX_BYTES,
         }
     }
 }
@@ -468,21 +579,56 @@ mod tests {
     }
 
     #[test]
-    fn content_store_is_bounded_and_separate_from_decisions() {
+    fn content_store_is_bounded_in_entries_and_separate_from_decisions() {
         use pullgate_registry::ContentStore as _;
         let dir = tempfile::tempdir().unwrap();
         let sled = SledStore::open(&dir.path().join("cache")).unwrap();
-        let content = sled.content_store(3).unwrap();
+        let content = sled.content_store_bounded(3, 1 << 20).unwrap();
         let c = DecisionCache::new(Box::new(sled));
         c.put("k", &eval(Outcome::Allow("ok".into())), &CachePolicy::default());
         for i in 0..3 {
             content.put(&format!("sha256:{i}"), b"bytes");
         }
-        assert_eq!(content.get("sha256:2").as_deref(), Some(&b"bytes"[..]));
+        assert_eq!(content.get("sha256:0").as_deref(), Some(&b"bytes"[..]), "a read counts as a use");
         content.put("sha256:3", b"more");
-        assert!(content.get("sha256:0").is_none(), "past the bound the store is emptied");
+        assert!(content.get("sha256:1").is_none(), "the least recently used item is evicted");
+        for kept in ["sha256:0", "sha256:2", "sha256:3"] {
+            assert!(content.get(kept).is_some(), "{kept} is kept: eviction, not emptying");
+        }
         assert_eq!(c.len(), 1);
         assert!(c.get("k").is_some(), "decisions are untouched");
+    }
+
+    #[test]
+    fn content_store_is_bounded_in_bytes_across_reopen_and_limit_changes() {
+        use pullgate_registry::ContentStore as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        let item = vec![7u8; 1000];
+        {
+            let sled = SledStore::open(&path).unwrap();
+            let content = sled.content_store_bounded(1000, 4500).unwrap();
+            for i in 0..10 {
+                content.put(&format!("sha256:{i}"), &item);
+                assert!(content.bytes() <= 4500, "{} bytes after item {i}", content.bytes());
+            }
+            assert_eq!(content.bytes(), 4000);
+            assert!(content.get("sha256:9").is_some() && content.get("sha256:5").is_none());
+            content.put("sha256:big", &vec![0u8; 5000]);
+            assert!(content.get("sha256:big").is_none(), "an item larger than the bound is not kept");
+            sled.db.flush().unwrap();
+        }
+        let sled = SledStore::open(&path).unwrap();
+        let content = sled.content_store_bounded(1000, 4500).unwrap();
+        assert_eq!(content.bytes(), 4000, "the index survives a restart");
+        assert!(content.get("sha256:9").is_some());
+        content.set_max_bytes(2000);
+        assert_eq!(content.bytes(), 2000, "lowering the bound evicts at once");
+        assert!(content.get("sha256:9").is_some(), "the most recently used stay");
+        let sled2 = SledStore::open(&dir.path().join("other")).unwrap();
+        let reopened = sled2.content_store_bounded(1000, 1500).unwrap();
+        reopened.put("sha256:a", &item);
+        assert_eq!(reopened.bytes(), 1000);
     }
 
     #[test]

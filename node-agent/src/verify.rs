@@ -3,16 +3,24 @@
 //! digest-checked) and hands the bytes to the pure verifier crates.
 //!
 //! Registry problems are errors (they go through the failure policy);
-//! signatures that do not verify are failures (deny). Every signature
-//! examined is recorded for the report.
+//! signatures that do not verify are failures (deny). Junk that anyone able
+//! to push can attach (unusable list entries, oversized or malformed
+//! artifacts) is skipped and noted, never an error; candidates are filtered
+//! on what the list says before anything is fetched, examined in an order
+//! junk cannot bias, and within one time and byte [`Budget`] per decision,
+//! whose exhaustion is a deny. Every signature examined is recorded for the
+//! report.
 
 use crate::config::{Combine, Config, NotationTrust, RegistrySettings, Requirements, SigstoreTrust, VerifierKind};
 use crate::report::{CheckReport, SignatureReport, VerifierRun};
+use pullgate_notation::StoreType;
 use pullgate_reference::{Digest, Reference};
 use pullgate_registry::auth::Keychain;
-use pullgate_registry::types::ImageManifest;
-use pullgate_registry::{Client, ClientOptions, HostOptions, Repository, RequestObserver};
-use std::time::SystemTime;
+use pullgate_registry::types::{Descriptor, ImageManifest, Manifest, OCI_MANIFEST, ReferrersSource};
+use pullgate_registry::{Client, ClientOptions, HostOptions, MAX_MANIFEST_BYTES, Repository, RequestObserver};
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
+use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 /// Artifact type of Notation signature manifests.
@@ -61,6 +69,9 @@ pub fn registry_client(
     observer: Option<RequestObserver>,
     content_store: Option<std::sync::Arc<dyn pullgate_registry::ContentStore>>,
 ) -> Client {
+    if let Some(store) = &content_store {
+        store.set_max_bytes(cfg.cache.content_max_bytes);
+    }
     let mut opts = ClientOptions { observer, content_store, ..ClientOptions::default() };
     for (host, RegistrySettings { insecure, ca_pem, max_concurrency }) in &cfg.registries {
         opts.hosts.insert(
@@ -88,8 +99,81 @@ pub fn keychain(cfg: &Config, pull_secrets: &Keychain) -> Keychain {
     kc
 }
 
+/// Longest time one decision spends examining attached artifacts, for all
+/// the verifiers of a scope together. It ends well inside the verifier's
+/// default 8 s deadline, so junk costs a deny with a report, never a
+/// requester that gave up (and its failure policy).
+pub const EXAMINE_TIME: Duration = Duration::from_millis(4_500);
+/// Most bytes of attached artifacts (manifests, envelopes, payloads,
+/// bundles) one decision fetches, for all its verifiers together.
+pub const EXAMINE_BYTES: u64 = 32 * 1024 * 1024;
+/// Largest Notation signature or Sigstore bundle manifest fetched (real ones
+/// are under 2 KiB); larger ones are junk and are not fetched.
+pub const MAX_SIGNATURE_MANIFEST_BYTES: u64 = 256 * 1024;
+/// Notation's annotation listing the SHA-256 thumbprints of the signing
+/// certificate chain (a JSON array of hex strings), on signature manifests
+/// and copied into referrers lists.
+pub const THUMBPRINT_ANNOTATION: &str = "io.cncf.notary.x509chain.thumbprint#S256";
+/// Ignored artifacts listed one by one in a report; the rest are counted.
+const MAX_IGNORED_LISTED: usize = 16;
+/// Failures quoted in a verdict reason; the rest are counted.
+const MAX_FAILURES_QUOTED: usize = 3;
+
+/// The time and byte budget for examining attached artifacts in one decision.
+///
+/// Running out of it while examining what the registry served is a failure
+/// (no valid signature: deny), not an error: anyone able to push can fill a
+/// repository with junk, and a fail-open node must not allow because of it.
+pub struct Budget {
+    until: Instant,
+    bytes_left: u64,
+    examined: usize,
+    exhausted: Option<String>,
+}
+
+impl Budget {
+    /// [`EXAMINE_TIME`] and [`EXAMINE_BYTES`] from now, ending no later than `deadline`.
+    pub fn new(deadline: Instant) -> Budget {
+        Budget::with_limits(deadline, EXAMINE_TIME, EXAMINE_BYTES)
+    }
+
+    /// A budget of `time` and `bytes` from now, ending no later than `deadline`.
+    pub fn with_limits(deadline: Instant, time: Duration, bytes: u64) -> Budget {
+        Budget { until: (Instant::now() + time).min(deadline), bytes_left: bytes, examined: 0, exhausted: None }
+    }
+
+    /// True when `size` more bytes may be fetched now (and charges them).
+    fn allow(&mut self, size: u64) -> bool {
+        if self.exhausted.is_some() {
+            return false;
+        }
+        if Instant::now() >= self.until {
+            self.time_out();
+            return false;
+        }
+        if size > self.bytes_left {
+            self.exhausted = Some(format!("byte budget of {} MiB", EXAMINE_BYTES / (1024 * 1024)));
+            return false;
+        }
+        self.bytes_left -= size;
+        true
+    }
+
+    fn time_out(&mut self) {
+        if self.exhausted.is_none() {
+            self.exhausted = Some(format!("time budget of {} ms", EXAMINE_TIME.as_millis()));
+        }
+    }
+
+    /// `budget exhausted after N candidates (…)`, once it ran out.
+    fn summary(&self) -> Option<String> {
+        self.exhausted.as_ref().map(|why| format!("budget exhausted after {} candidates ({why})", self.examined))
+    }
+}
+
 /// Runs every required verifier and combines them; returns the combined
-/// result, its reason and each run for the report.
+/// result, its reason and each run for the report. The verifiers share one
+/// [`Budget`].
 pub async fn run_all(
     cfg: &Config,
     client: &Client,
@@ -97,19 +181,20 @@ pub async fn run_all(
     subject: &Subject,
     deadline: Instant,
 ) -> (RunResult, String, Vec<VerifierRun>) {
+    let mut budget = Budget::new(deadline);
     let mut runs = Vec::new();
     for kind in requirements.verifiers() {
         let run = match kind {
             VerifierKind::Notation => match &cfg.notation {
-                Some(trust) => notation(client, trust, subject, deadline).await,
+                Some(trust) => notation(client, trust, subject, &mut budget).await,
                 None => error_run(*kind, "no [notation] trust policy is configured".into()),
             },
             VerifierKind::Cosign => match &cfg.sigstore {
-                Some(trust) => cosign(client, trust, subject, deadline).await,
+                Some(trust) => cosign(client, trust, subject, &mut budget).await,
                 None => error_run(*kind, "no [sigstore] trust is configured".into()),
             },
             VerifierKind::Sigstore => match &cfg.sigstore {
-                Some(trust) => bundles(client, trust, subject, deadline).await,
+                Some(trust) => bundles(client, trust, subject, &mut budget).await,
                 None => error_run(*kind, "no [sigstore] trust is configured".into()),
             },
             other => error_run(*other, "this agent cannot run it yet".into()),
@@ -125,17 +210,22 @@ pub async fn run_all(
             break;
         }
     }
+    let (result, reason) = combine(requirements.combine(), &runs);
+    (result, reason, runs.into_iter().map(|(_, r)| r).collect())
+}
+
+fn combine(how: Combine, runs: &[(RunResult, VerifierRun)]) -> (RunResult, String) {
     let pick = |r: RunResult| runs.iter().find(|(res, _)| *res == r).map(|(_, run)| run);
     let describe = |run: &VerifierRun| format!("{}: {}", run.verifier, run.reason);
-    let (result, reason) = match requirements.combine() {
+    let all = || runs.iter().map(|(_, r)| describe(r)).collect::<Vec<String>>().join("; ");
+    match how {
         Combine::All => {
             if let Some(f) = pick(RunResult::Fail) {
                 (RunResult::Fail, describe(f))
             } else if let Some(e) = pick(RunResult::Error) {
                 (RunResult::Error, describe(e))
             } else {
-                let all: Vec<String> = runs.iter().map(|(_, r)| describe(r)).collect();
-                (RunResult::Pass, all.join("; "))
+                (RunResult::Pass, all())
             }
         }
         Combine::Any => {
@@ -144,12 +234,10 @@ pub async fn run_all(
             } else if let Some(e) = pick(RunResult::Error) {
                 (RunResult::Error, describe(e))
             } else {
-                let all: Vec<String> = runs.iter().map(|(_, r)| describe(r)).collect();
-                (RunResult::Fail, format!("none passed: {}", all.join("; ")))
+                (RunResult::Fail, format!("none passed: {}", all()))
             }
         }
-    };
-    (result, reason, runs.into_iter().map(|(_, r)| r).collect())
+    }
 }
 
 fn error_run(kind: VerifierKind, reason: String) -> VerifierRun {
@@ -163,128 +251,412 @@ fn error_run(kind: VerifierKind, reason: String) -> VerifierRun {
     }
 }
 
+/// Artifacts skipped without being verified, for the report: the first
+/// [`MAX_IGNORED_LISTED`] one by one, the rest counted.
+struct Ignored {
+    listed: Vec<SignatureReport>,
+    more: usize,
+}
+
+impl Ignored {
+    /// Starts with the notes of a referrers list.
+    fn new(notes: &[String]) -> Ignored {
+        let mut i = Ignored { listed: Vec::new(), more: 0 };
+        for n in notes {
+            i.listed.push(SignatureReport {
+                manifest: "referrers list".into(),
+                envelope_media_type: String::new(),
+                signer: None,
+                policy: None,
+                level: None,
+                verified: false,
+                checks: vec![CheckReport { check: "list".into(), status: "ignored".into(), reason: n.clone() }],
+            });
+        }
+        i
+    }
+
+    fn push(&mut self, manifest: &str, why: String) {
+        tracing::debug!(manifest, reason = %why, "attached artifact ignored");
+        if self.listed.len() < MAX_IGNORED_LISTED {
+            self.listed.push(ignored_signature(manifest, why));
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// Number of artifacts (not list notes) ignored.
+    fn count(&self) -> usize {
+        self.listed.iter().filter(|s| s.checks.iter().any(|c| c.check == "artifact")).count() + self.more
+    }
+
+    /// Appends everything to `run.signatures`, and the budget note if it ran out.
+    fn finish(mut self, run: &mut VerifierRun, budget: &Budget) {
+        if self.more > 0 {
+            self.listed.push(ignored_signature("", format!("{} more attached artifacts ignored", self.more)));
+        }
+        if let Some(s) = budget.summary() {
+            self.listed.push(SignatureReport {
+                checks: vec![CheckReport { check: "budget".into(), status: "exhausted".into(), reason: s }],
+                ..ignored_signature("", String::new())
+            });
+        }
+        run.signatures.extend(self.listed);
+    }
+}
+
+/// The outcome of fetching one candidate artifact.
+enum Step<T> {
+    /// Fetched and digest-checked.
+    Got(T),
+    /// Junk: recorded in [`Ignored`]; go on with the next candidate.
+    Skip,
+    /// The budget ran out: stop examining.
+    Stop,
+    /// The registry failed: the run ends in an error (or a deny on tampering).
+    Fail(String, pullgate_registry::RegistryError),
+}
+
+/// Fetches and parses a candidate manifest listed as `d` (at most `limit`
+/// bytes and at most the size the list gives), within the budget.
+async fn candidate_manifest(
+    client: &Client,
+    repo: &Repository,
+    d: &Descriptor,
+    limit: u64,
+    budget: &mut Budget,
+    ignored: &mut Ignored,
+) -> Step<(Manifest, ImageManifest)> {
+    if d.size > limit {
+        ignored.push(&d.digest, format!("its manifest is {} bytes, more than {limit}; not fetched", d.size));
+        return Step::Skip;
+    }
+    if !budget.allow(d.size) {
+        return Step::Stop;
+    }
+    budget.examined += 1;
+    match client.manifest_by_digest_limited(repo, &d.digest, d.size, budget.until).await {
+        Ok(m) => match serde_json::from_slice::<ImageManifest>(&m.bytes) {
+            Ok(parsed) => Step::Got((m, parsed)),
+            Err(e) => {
+                ignored.push(&d.digest, format!("not an OCI image manifest: {e}"));
+                Step::Skip
+            }
+        },
+        Err(e) => fetch_failure(e, &d.digest, format!("fetching signature manifest {}", d.digest), budget, ignored),
+    }
+}
+
+/// Fetches a candidate blob (`layer` of `manifest`, at most `limit` bytes), within the budget.
+async fn candidate_blob(
+    client: &Client,
+    repo: &Repository,
+    manifest: &str,
+    layer: &Descriptor,
+    limit: u64,
+    budget: &mut Budget,
+    ignored: &mut Ignored,
+) -> Step<Vec<u8>> {
+    if layer.size > limit {
+        ignored.push(manifest, format!("its {}-byte blob is larger than {limit} bytes; not fetched", layer.size));
+        return Step::Skip;
+    }
+    if !budget.allow(layer.size) {
+        return Step::Stop;
+    }
+    match client.blob(repo, layer, limit, budget.until).await {
+        Ok(b) => Step::Got(b),
+        Err(e) => fetch_failure(e, manifest, format!("fetching blob {}", layer.digest), budget, ignored),
+    }
+}
+
+/// Classifies a failed candidate fetch: junk is skipped, the deadline of the
+/// budget stops the examination (the list was a usable answer, so this is
+/// a deny), anything else the registry failed to do is an error.
+fn fetch_failure<T>(
+    e: pullgate_registry::RegistryError,
+    manifest: &str,
+    what: String,
+    budget: &mut Budget,
+    ignored: &mut Ignored,
+) -> Step<T> {
+    if skippable(&e) {
+        ignored.push(manifest, format!("cannot be fetched: {e}"));
+        Step::Skip
+    } else if matches!(e, pullgate_registry::RegistryError::Deadline { .. }) {
+        budget.time_out();
+        Step::Stop
+    } else {
+        Step::Fail(what, e)
+    }
+}
+
+/// An attacker cannot predict this order: a per-verification random key.
+fn shuffle_key(state: &RandomState, digest: &str) -> u64 {
+    state.hash_one(digest)
+}
+
+fn source_name(source: ReferrersSource) -> String {
+    match source {
+        ReferrersSource::Api => "referrers-api".into(),
+        ReferrersSource::TagSchema => "tag-schema".into(),
+    }
+}
+
+/// A run stopped before it started because the shared budget is spent.
+fn spent_run(mut run: VerifierRun, budget: &Budget) -> VerifierRun {
+    run.result = RunResult::Fail.as_str().into();
+    run.reason = format!("no valid signature examined: {}", budget.summary().unwrap_or_default());
+    run
+}
+
+/// SHA-256 thumbprints (lower-case hex) of the certificates of the `ca` and
+/// `signingAuthority` stores the trust policy for `repository` names.
+pub fn trusted_thumbprints(trust: &NotationTrust, repository: &str) -> HashSet<String> {
+    let mut out = HashSet::new();
+    let Ok(policy) = trust.policy.applicable_policy(repository) else { return out };
+    for kind in [StoreType::Ca, StoreType::SigningAuthority] {
+        for store in policy.stores_of(kind) {
+            for cert in trust.store.certificates(store).unwrap_or_default() {
+                let digest = pullgate_registry::sha256_digest(cert.der());
+                out.insert(digest.trim_start_matches("sha256:").to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Examination group of a Notation signature listed as `d`, from its
+/// thumbprint annotation and before anything is fetched: 0 when its chain
+/// names a trusted certificate, 1 when it has no readable annotation, 2 when
+/// it names only certificates outside the trust store (it cannot verify).
+fn thumbprint_group(d: &Descriptor, trusted: &HashSet<String>) -> usize {
+    let listed = d.annotations.get(THUMBPRINT_ANNOTATION).and_then(|v| serde_json::from_str::<Vec<String>>(v).ok());
+    match listed {
+        Some(l) if l.iter().any(|t| trusted.contains(&t.to_ascii_lowercase())) => 0,
+        None => 1,
+        Some(_) => 2,
+    }
+}
+
+/// A Notation signature manifest that passed the checks made before its
+/// envelope is fetched.
+struct NotationCandidate {
+    manifest: Manifest,
+    layer: Descriptor,
+    rank: (bool, u64, u64),
+}
+
 /// Notation: referrers of artifact type `application/vnd.cncf.notary.signature`,
-/// each signature manifest and its envelope, then the trust policy.
-async fn notation(client: &Client, trust: &NotationTrust, subject: &Subject, deadline: Instant) -> VerifierRun {
+/// examined in an order junk cannot bias — signatures whose thumbprint
+/// annotation names a trusted certificate first, then those without one,
+/// then those naming only untrusted ones; within each, smallest first with a
+/// random tie-break — until one satisfies the trust policy or the budget
+/// runs out.
+async fn notation(client: &Client, trust: &NotationTrust, subject: &Subject, budget: &mut Budget) -> VerifierRun {
     let repo = Repository::of(&subject.reference);
     let digest = subject.digest.to_string();
-    let mut run = VerifierRun {
-        verifier: VerifierKind::Notation.as_str().into(),
-        result: RunResult::Error.as_str().into(),
-        reason: String::new(),
-        registry: Some(repo.host.clone()),
-        referrers: None,
-        signatures: Vec::new(),
-    };
-    let referrers = match client.referrers(&repo, &digest, Some(NOTATION_ARTIFACT_TYPE), deadline).await {
+    let run = new_run(VerifierKind::Notation, &repo);
+    if budget.exhausted.is_some() {
+        return spent_run(run, budget);
+    }
+    let trusted = trusted_thumbprints(trust, &repo.to_string());
+    let prefer = |d: &Descriptor| thumbprint_group(d, &trusted) == 0;
+    let listed = client.referrers_preferring(&repo, &digest, Some(NOTATION_ARTIFACT_TYPE), &prefer, budget.until).await;
+    let referrers = match listed {
         Ok(r) => r,
+        Err(e) => return registry_failure(run, "listing signatures".into(), &e),
+    };
+    let mut run = run;
+    run.referrers = Some(source_name(referrers.source));
+    let mut ignored = Ignored::new(&referrers.notes);
+    let policy = match trust.policy.applicable_policy(&repo.to_string()) {
+        Ok(p) => p,
         Err(e) => {
-            return registry_failure(run, "listing signatures".into(), &e);
+            run.result = RunResult::Fail.as_str().into();
+            run.reason = e.to_string();
+            return run;
         }
     };
-    run.referrers = Some(match referrers.source {
-        pullgate_registry::types::ReferrersSource::Api => "referrers-api".into(),
-        pullgate_registry::types::ReferrersSource::TagSchema => "tag-schema".into(),
-    });
-    // Fetch every signature manifest and its envelope; keep the bytes for the verifier.
-    let mut envelopes: Vec<(String, String, Vec<u8>)> = Vec::new();
-    let mut ignored: Vec<SignatureReport> = Vec::new();
-    for d in referrers.descriptors.iter().take(pullgate_notation::MAX_SIGNATURES) {
-        let manifest = match client.manifest_by_digest(&repo, &d.digest, deadline).await {
-            Ok(m) => m,
-            Err(e) if skippable(&e) => {
-                ignored.push(ignored_signature(&d.digest, format!("cannot be fetched: {e}")));
-                continue;
-            }
-            Err(e) => {
-                return registry_failure(run, format!("fetching signature manifest {}", d.digest), &e);
-            }
-        };
-        let parsed: ImageManifest = match serde_json::from_slice(&manifest.bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                ignored.push(ignored_signature(&d.digest, format!("not an OCI image manifest: {e}")));
-                continue;
-            }
-        };
+    if policy.level() == pullgate_notation::VerificationLevel::Skip {
+        run.result = RunResult::Pass.as_str().into();
+        run.reason = format!(
+            "trust policy {:?}: trust policy {:?} has level skip: signatures are not verified",
+            policy.name(),
+            policy.name()
+        );
+        return run;
+    }
+    let state = RandomState::new();
+    let mut groups: [Vec<&Descriptor>; 3] = Default::default();
+    for d in &referrers.descriptors {
+        if d.media_type != OCI_MANIFEST {
+            ignored.push(&d.digest, format!("listed as {:?}, not an OCI image manifest; not fetched", d.media_type));
+        } else {
+            groups[thumbprint_group(d, &trusted)].push(d);
+        }
+    }
+    let mut tried = Vec::new();
+    for mut group in groups {
+        group.sort_by_key(|d| (d.size, shuffle_key(&state, &d.digest)));
+        match notation_group(client, trust, subject, &group, &state, budget, &mut ignored, &mut tried).await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err((what, e)) => return registry_failure(run, what, &e),
+        }
+        if budget.exhausted.is_some() {
+            break;
+        }
+    }
+    notation_verdict(&mut run, policy.name(), &tried, &ignored, budget, referrers.descriptors.is_empty(), subject);
+    run.signatures.extend(tried.into_iter().map(|(r, _)| r));
+    ignored.finish(&mut run, budget);
+    run
+}
+
+/// Examines one group of signature manifests: fetches the manifests, then
+/// the envelopes smallest first, verifying each until one verifies.
+/// `Ok(true)` when one did.
+#[allow(clippy::too_many_arguments)]
+async fn notation_group(
+    client: &Client,
+    trust: &NotationTrust,
+    subject: &Subject,
+    group: &[&Descriptor],
+    state: &RandomState,
+    budget: &mut Budget,
+    ignored: &mut Ignored,
+    tried: &mut Vec<(SignatureReport, String)>,
+) -> Result<bool, (String, pullgate_registry::RegistryError)> {
+    let repo = Repository::of(&subject.reference);
+    let digest = subject.digest.to_string();
+    let mut candidates = Vec::new();
+    for d in group {
+        let (manifest, parsed) =
+            match candidate_manifest(client, &repo, d, MAX_SIGNATURE_MANIFEST_BYTES, budget, ignored).await {
+                Step::Got(m) => m,
+                Step::Skip => continue,
+                Step::Stop => break,
+                Step::Fail(what, e) => return Err((what, e)),
+            };
         if parsed.subject.as_ref().map(|s| s.digest.as_str()) != Some(digest.as_str()) {
-            ignored.push(ignored_signature(&d.digest, format!("its subject is not {digest}")));
+            ignored.push(&d.digest, format!("its subject is not {digest}"));
             continue;
         }
         let [layer] = parsed.layers.as_slice() else {
-            ignored.push(ignored_signature(
-                &d.digest,
-                format!("{} layers, a signature has exactly one", parsed.layers.len()),
-            ));
+            ignored.push(&d.digest, format!("{} layers, a signature has exactly one", parsed.layers.len()));
             continue;
         };
-        let limit = pullgate_notation::MAX_ENVELOPE_BYTES as u64;
-        let bytes = match client.blob(&repo, layer, limit, deadline).await {
-            Ok(b) => b,
-            Err(e) if skippable(&e) => {
-                ignored.push(ignored_signature(&d.digest, format!("its envelope cannot be fetched: {e}")));
-                continue;
-            }
-            Err(e) => {
-                return registry_failure(run, format!("fetching signature envelope {}", layer.digest), &e);
-            }
-        };
-        envelopes.push((d.digest.clone(), layer.media_type.clone(), bytes));
+        let envelope_type = [pullgate_notation::MEDIA_TYPE_JWS, pullgate_notation::MEDIA_TYPE_COSE]
+            .contains(&layer.media_type.as_str());
+        let rank = (!envelope_type, layer.size, shuffle_key(state, &layer.digest));
+        candidates.push(NotationCandidate { manifest, layer: layer.clone(), rank });
     }
-    let blobs: Vec<pullgate_notation::SignatureBlob<'_>> =
-        envelopes.iter().map(|(_, mt, b)| pullgate_notation::SignatureBlob { media_type: mt, bytes: b }).collect();
+    candidates.sort_by_key(|c| c.rank);
     let sd = pullgate_notation::SubjectDescriptor {
         media_type: subject.media_type.clone(),
         digest: digest.clone(),
         size: subject.size,
     };
-    let outcome = pullgate_notation::verify_artifact(
-        &sd,
-        &repo.to_string(),
-        &blobs,
-        &trust.policy,
-        &trust.store,
-        SystemTime::now(),
-    );
-    for (i, sig) in outcome.signatures.iter().enumerate() {
-        let (manifest, media_type, _) = &envelopes[i];
-        run.signatures.push(SignatureReport {
-            manifest: manifest.clone(),
-            envelope_media_type: media_type.clone(),
-            signer: sig.signer_subject.clone(),
-            policy: sig.policy.clone(),
-            level: sig.level.map(|l| l.as_str().to_string()),
-            verified: sig.verified,
-            checks: sig
-                .checks
-                .iter()
-                .map(|c| CheckReport {
-                    check: c.check.as_str().into(),
-                    status: format!("{:?}", c.status).to_lowercase(),
-                    reason: c.reason.clone(),
-                })
-                .collect(),
-        });
+    let limit = pullgate_notation::MAX_ENVELOPE_BYTES as u64;
+    for c in candidates {
+        let m = &c.manifest.digest;
+        let bytes = match candidate_blob(client, &repo, m, &c.layer, limit, budget, ignored).await {
+            Step::Got(b) => b,
+            Step::Skip => continue,
+            Step::Stop => break,
+            Step::Fail(what, e) => return Err((what, e)),
+        };
+        let outcome = pullgate_notation::verify(
+            &sd,
+            &repo.to_string(),
+            &c.layer.media_type,
+            &bytes,
+            &trust.policy,
+            &trust.store,
+            SystemTime::now(),
+        );
+        tried.push((notation_report(m, &c.layer.media_type, &outcome), outcome.summary()));
+        if outcome.verified {
+            client.keep(m, &c.manifest.bytes);
+            client.keep(&c.layer.digest, &bytes);
+            return Ok(true);
+        }
     }
-    run.signatures.extend(ignored);
-    run.result = if outcome.verified { RunResult::Pass } else { RunResult::Fail }.as_str().into();
-    run.reason = match (&outcome.policy, outcome.verified) {
-        (Some(p), true) => format!("trust policy {p:?}: {}", outcome.reason),
-        (Some(p), false) => format!("trust policy {p:?}: {}", outcome.reason),
-        (None, _) => outcome.reason.clone(),
+    Ok(false)
+}
+
+fn notation_report(manifest: &str, media_type: &str, sig: &pullgate_notation::SignatureOutcome) -> SignatureReport {
+    SignatureReport {
+        manifest: manifest.to_string(),
+        envelope_media_type: media_type.to_string(),
+        signer: sig.signer_subject.clone(),
+        policy: sig.policy.clone(),
+        level: sig.level.map(|l| l.as_str().to_string()),
+        verified: sig.verified,
+        checks: sig
+            .checks
+            .iter()
+            .map(|c| CheckReport {
+                check: c.check.as_str().into(),
+                status: format!("{:?}", c.status).to_lowercase(),
+                reason: c.reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The result and reason of a Notation run from the signatures tried
+/// (report and one-line summary each), what was ignored and the budget.
+fn notation_verdict(
+    run: &mut VerifierRun,
+    policy: &str,
+    tried: &[(SignatureReport, String)],
+    ignored: &Ignored,
+    budget: &Budget,
+    none_listed: bool,
+    subject: &Subject,
+) {
+    let repo = Repository::of(&subject.reference);
+    let n = tried.len();
+    if let Some(i) = tried.iter().position(|(r, _)| r.verified) {
+        run.result = RunResult::Pass.as_str().into();
+        run.reason = format!("trust policy {policy:?}: signature #{} of {n} examined: {}", i + 1, tried[i].1);
+        return;
+    }
+    run.result = RunResult::Fail.as_str().into();
+    let mut reason = if none_listed {
+        format!("no Notation signature found for {} in {repo}", subject.digest)
+    } else if n == 0 {
+        format!("no usable Notation signature for {} in {repo}", subject.digest)
+    } else {
+        format!("trust policy {policy:?}: no signature verified ({})", quote_failures(tried.iter().map(|(_, s)| s)))
     };
-    if referrers.descriptors.is_empty() && !outcome.verified {
-        run.reason = format!("no Notation signature found for {digest} in {repo}");
+    let skipped = ignored.count();
+    if skipped > 0 {
+        reason.push_str(&format!("; {skipped} attached artifacts ignored"));
     }
-    run
+    if let Some(s) = budget.summary() {
+        reason.push_str(&format!("; {s}"));
+    }
+    run.reason = reason;
+}
+
+/// `#1: …; #2: …` for the first [`MAX_FAILURES_QUOTED`] failures, then a count.
+fn quote_failures<'a>(failures: impl Iterator<Item = &'a String>) -> String {
+    let all: Vec<&String> = failures.collect();
+    let mut parts: Vec<String> =
+        all.iter().take(MAX_FAILURES_QUOTED).enumerate().map(|(i, s)| format!("#{}: {s}", i + 1)).collect();
+    if all.len() > MAX_FAILURES_QUOTED {
+        parts.push(format!("and {} more", all.len() - MAX_FAILURES_QUOTED));
+    }
+    parts.join("; ")
 }
 
 /// Artifact type of cosign signature manifests attached as OCI 1.1 referrers.
 pub const COSIGN_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 /// Prefix of Sigstore bundle artifact types (`…bundle.v0.3+json`, `…bundle+json;version=0.x`).
 pub const BUNDLE_ARTIFACT_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
-/// Most signature layers examined per image.
-const MAX_SIGSTORE_LAYERS: usize = 32;
 
 /// A run that has not reached a verdict yet.
 fn new_run(kind: VerifierKind, repo: &Repository) -> VerifierRun {
@@ -342,193 +714,232 @@ fn registry_failure(mut run: VerifierRun, what: String, e: &pullgate_registry::R
 }
 
 /// Problems with one attached artifact (missing, oversized, malformed, refused
-/// as a bad request) that anyone able to push can cause: that artifact is
-/// ignored and the others are still examined, so junk can neither turn a
-/// deny into an error (allowed under fail-open) nor hide a valid signature.
-/// Outages, auth failures and tampering are not skippable.
+/// as a bad request, a redirect that may not be followed) that anyone able
+/// to push can cause: that artifact is ignored and the others are still
+/// examined, so junk can neither turn a deny into an error (allowed under
+/// fail-open) nor hide a valid signature. Outages, auth failures and
+/// tampering are not skippable.
 fn skippable(e: &pullgate_registry::RegistryError) -> bool {
     use pullgate_registry::RegistryError as E;
     match e {
         E::NotFound { .. } | E::TooLarge { .. } | E::Invalid { .. } => true,
-        E::Status { status, .. } => (400..500).contains(status) && !matches!(status, 401 | 403 | 408 | 429),
+        E::Status { status, .. } => (300..500).contains(status) && !matches!(status, 401 | 403 | 408 | 429),
         _ => false,
     }
 }
 
 /// One-line verdict over the signatures a Sigstore verifier examined.
-fn sigstore_verdict(run: &mut VerifierRun, kind: &str, found: usize, digest: &str, repo: &Repository) {
-    if let Some(ok) = run.signatures.iter().find(|s| s.verified) {
+fn sigstore_verdict(
+    run: &mut VerifierRun,
+    kind: &str,
+    tried: &[SignatureReport],
+    ignored: &Ignored,
+    budget: &Budget,
+    subject: &Subject,
+) {
+    let repo = Repository::of(&subject.reference);
+    if let Some(ok) = tried.iter().find(|s| s.verified) {
         run.result = RunResult::Pass.as_str().into();
         run.reason = format!("{kind} by {} verified", ok.signer.as_deref().unwrap_or("a trusted signer"));
-    } else if found == 0 {
-        run.result = RunResult::Fail.as_str().into();
-        run.reason = format!("no {kind} found for {digest} in {repo}");
+        return;
+    }
+    run.result = RunResult::Fail.as_str().into();
+    let skipped = ignored.count();
+    let mut reason = if tried.is_empty() && skipped == 0 {
+        format!("no {kind} found for {} in {repo}", subject.digest)
+    } else if tried.is_empty() {
+        format!("no usable {kind} for {} in {repo}", subject.digest)
     } else {
-        run.result = RunResult::Fail.as_str().into();
-        let why: Vec<String> = run
-            .signatures
+        let why: Vec<String> = tried
             .iter()
-            .enumerate()
-            .map(|(i, s)| {
+            .map(|s| {
                 let last = s.checks.iter().rev().find(|c| c.check == "verdict");
-                format!(
-                    "#{}: {}",
-                    i + 1,
-                    last.map_or("not verified".to_string(), |c| format!("{}: {}", c.status, c.reason))
-                )
+                last.map_or("not verified".to_string(), |c| format!("{}: {}", c.status, c.reason))
             })
             .collect();
-        run.reason = format!("no {kind} verified ({})", why.join("; "));
+        format!("no {kind} verified ({})", quote_failures(why.iter()))
+    };
+    if skipped > 0 {
+        reason.push_str(&format!("; {skipped} attached artifacts ignored"));
     }
+    if let Some(s) = budget.summary() {
+        reason.push_str(&format!("; {s}"));
+    }
+    run.reason = reason;
+}
+
+/// A cosign signature layer found in a signature manifest.
+struct CosignCandidate {
+    manifest: String,
+    manifest_bytes: Option<Vec<u8>>,
+    layer: Descriptor,
 }
 
 /// Cosign: the `sha256-<hex>.sig` tag (cosign's default scheme) and signature
 /// manifests attached as referrers; every layer is a simple-signing payload
-/// with its signature, certificate and Rekor bundle in annotations.
-async fn cosign(client: &Client, trust: &SigstoreTrust, subject: &Subject, deadline: Instant) -> VerifierRun {
+/// with its signature, certificate and Rekor bundle in annotations. Layers
+/// are examined simple-signing-with-signature first, smallest first with a
+/// random tie-break, until one verifies or the budget runs out.
+async fn cosign(client: &Client, trust: &SigstoreTrust, subject: &Subject, budget: &mut Budget) -> VerifierRun {
     let repo = Repository::of(&subject.reference);
     let digest = subject.digest.to_string();
     let mut run = new_run(VerifierKind::Cosign, &repo);
-    let mut manifests: Vec<(String, ImageManifest)> = Vec::new();
-    let tag = format!("{}.sig", digest.replace(':', "-"));
-    match client.manifest_by_tag(&repo, &tag, deadline).await {
-        Ok(Some(m)) => match serde_json::from_slice::<ImageManifest>(&m.bytes) {
-            Ok(parsed) => manifests.push((m.digest, parsed)),
-            Err(e) => run.signatures.push(ignored_signature(&m.digest, format!("{tag} is not an image manifest: {e}"))),
-        },
-        Ok(None) => {}
-        Err(e) => {
-            return registry_failure(run, format!("looking up {tag}"), &e);
-        }
+    if budget.exhausted.is_some() {
+        return spent_run(run, budget);
     }
-    run.referrers = Some("cosign-tag".into());
-    match client.referrers(&repo, &digest, Some(COSIGN_ARTIFACT_TYPE), deadline).await {
-        Ok(r) => {
-            if !r.descriptors.is_empty() {
-                run.referrers = Some(match r.source {
-                    pullgate_registry::types::ReferrersSource::Api => "cosign-tag+referrers-api".into(),
-                    pullgate_registry::types::ReferrersSource::TagSchema => "cosign-tag+tag-schema".into(),
-                });
-            }
-            for d in r.descriptors.iter().take(MAX_SIGSTORE_LAYERS) {
-                match client.manifest_by_digest(&repo, &d.digest, deadline).await {
-                    Ok(m) => match serde_json::from_slice::<ImageManifest>(&m.bytes) {
-                        Ok(parsed) => manifests.push((m.digest, parsed)),
-                        Err(e) => {
-                            run.signatures.push(ignored_signature(&d.digest, format!("not an image manifest: {e}")))
-                        }
-                    },
-                    Err(e) if skippable(&e) => {
-                        run.signatures.push(ignored_signature(&d.digest, format!("cannot be fetched: {e}")));
-                    }
-                    Err(e) => {
-                        return registry_failure(run, format!("fetching cosign signature manifest {}", d.digest), &e);
-                    }
-                }
-            }
-        }
-        Err(e) => {
-            return registry_failure(run, "listing cosign referrers".into(), &e);
-        }
-    }
-    let mut found = 0;
-    for (manifest_digest, m) in &manifests {
-        for layer in m.layers.iter().take(MAX_SIGSTORE_LAYERS) {
-            found += 1;
-            let payload = match client.blob(&repo, layer, pullgate_sigstore::MAX_PAYLOAD_BYTES as u64, deadline).await {
-                Ok(b) => b,
-                Err(e) if skippable(&e) => {
-                    run.signatures
-                        .push(ignored_signature(manifest_digest, format!("its payload cannot be fetched: {e}")));
-                    continue;
-                }
-                Err(e) => {
-                    return registry_failure(run, format!("fetching cosign payload {}", layer.digest), &e);
-                }
-            };
-            let cl = pullgate_sigstore::CosignLayer {
-                media_type: &layer.media_type,
-                payload: &payload,
-                annotations: &layer.annotations,
-            };
-            let outcome = pullgate_sigstore::verify_cosign_signature(&digest, &cl, &trust.cosign, SystemTime::now());
-            run.signatures.push(sigstore_report(manifest_digest, &layer.media_type, &outcome));
-            if outcome.verified {
-                break;
-            }
-        }
-    }
-    sigstore_verdict(&mut run, "cosign signature", found, &digest, &repo);
-    run
-}
-
-/// Sigstore bundles (cosign v3 signatures and attestations, GitHub artifact
-/// attestations) attached as referrers; the bundle must bind the pulled digest.
-async fn bundles(client: &Client, trust: &SigstoreTrust, subject: &Subject, deadline: Instant) -> VerifierRun {
-    let repo = Repository::of(&subject.reference);
-    let digest = subject.digest.to_string();
-    let mut run = new_run(VerifierKind::Sigstore, &repo);
-    let referrers = match client.referrers(&repo, &digest, None, deadline).await {
-        Ok(r) => r,
-        Err(e) => {
-            return registry_failure(run, "listing bundles".into(), &e);
-        }
+    let (mut candidates, mut ignored) = match cosign_candidates(client, &repo, &digest, budget, &mut run).await {
+        Ok(c) => c,
+        Err((what, e)) => return registry_failure(run, what, &e),
     };
-    run.referrers = Some(match referrers.source {
-        pullgate_registry::types::ReferrersSource::Api => "referrers-api".into(),
-        pullgate_registry::types::ReferrersSource::TagSchema => "tag-schema".into(),
+    let state = RandomState::new();
+    let simple = pullgate_sigstore::SIMPLE_SIGNING_MEDIA_TYPE;
+    candidates.sort_by_key(|c| {
+        let signed =
+            c.layer.media_type == simple && c.layer.annotations.contains_key(pullgate_sigstore::ANNOTATION_SIGNATURE);
+        (!signed, c.layer.size, shuffle_key(&state, &c.layer.digest))
     });
-    let mut found = 0;
-    let candidates = referrers
-        .descriptors
-        .iter()
-        .filter(|d| d.artifact_type.as_deref().is_some_and(|t| t.starts_with(BUNDLE_ARTIFACT_PREFIX)))
-        .take(MAX_SIGSTORE_LAYERS);
-    for d in candidates {
-        let m = match client.manifest_by_digest(&repo, &d.digest, deadline).await {
-            Ok(m) => m,
-            Err(e) if skippable(&e) => {
-                run.signatures.push(ignored_signature(&d.digest, format!("cannot be fetched: {e}")));
-                continue;
-            }
-            Err(e) => {
-                return registry_failure(run, format!("fetching bundle manifest {}", d.digest), &e);
-            }
+    let mut tried = Vec::new();
+    let limit = pullgate_sigstore::MAX_PAYLOAD_BYTES as u64;
+    for c in candidates {
+        let payload = match candidate_blob(client, &repo, &c.manifest, &c.layer, limit, budget, &mut ignored).await {
+            Step::Got(b) => b,
+            Step::Skip => continue,
+            Step::Stop => break,
+            Step::Fail(what, e) => return registry_failure(run, what, &e),
         };
-        let parsed: ImageManifest = match serde_json::from_slice(&m.bytes) {
-            Ok(p) => p,
-            Err(e) => {
-                run.signatures.push(ignored_signature(&d.digest, format!("not an image manifest: {e}")));
-                continue;
-            }
+        let cl = pullgate_sigstore::CosignLayer {
+            media_type: &c.layer.media_type,
+            payload: &payload,
+            annotations: &c.layer.annotations,
         };
-        let Some(layer) = parsed.layers.first() else {
-            run.signatures.push(ignored_signature(&d.digest, "no layer holds the bundle".into()));
-            continue;
-        };
-        found += 1;
-        let bytes = match client.blob(&repo, layer, pullgate_sigstore::MAX_BUNDLE_BYTES as u64, deadline).await {
-            Ok(b) => b,
-            Err(e) if skippable(&e) => {
-                run.signatures.push(ignored_signature(&d.digest, format!("its bundle cannot be fetched: {e}")));
-                continue;
-            }
-            Err(e) => {
-                return registry_failure(run, format!("fetching bundle {}", layer.digest), &e);
-            }
-        };
-        let outcome = pullgate_sigstore::verify_bundle(
-            &bytes,
-            pullgate_sigstore::Artifact::Digest(&digest),
-            &trust.bundle,
-            SystemTime::now(),
-        );
-        run.signatures.push(sigstore_report(&d.digest, &layer.media_type, &outcome));
+        let outcome = pullgate_sigstore::verify_cosign_signature(&digest, &cl, &trust.cosign, SystemTime::now());
+        tried.push(sigstore_report(&c.manifest, &c.layer.media_type, &outcome));
         if outcome.verified {
+            if let Some(bytes) = &c.manifest_bytes {
+                client.keep(&c.manifest, bytes);
+            }
+            client.keep(&c.layer.digest, &payload);
             break;
         }
     }
-    sigstore_verdict(&mut run, "Sigstore bundle", found, &digest, &repo);
+    sigstore_verdict(&mut run, "cosign signature", &tried, &ignored, budget, subject);
+    run.signatures.extend(tried);
+    ignored.finish(&mut run, budget);
+    run
+}
+
+/// Every layer of the `.sig` tag's manifest and of the cosign signature
+/// manifests attached as referrers (fetched smallest first, within the budget).
+async fn cosign_candidates(
+    client: &Client,
+    repo: &Repository,
+    digest: &str,
+    budget: &mut Budget,
+    run: &mut VerifierRun,
+) -> Result<(Vec<CosignCandidate>, Ignored), (String, pullgate_registry::RegistryError)> {
+    let mut out = Vec::new();
+    let tag = format!("{}.sig", digest.replace(':', "-"));
+    let by_tag = client.manifest_by_tag(repo, &tag, budget.until).await;
+    let listed = client.referrers(repo, digest, Some(COSIGN_ARTIFACT_TYPE), budget.until).await;
+    let referrers = listed.map_err(|e| ("listing cosign referrers".to_string(), e))?;
+    let mut ignored = Ignored::new(&referrers.notes);
+    match by_tag {
+        Ok(Some(m)) if budget.allow(m.bytes.len() as u64) => match serde_json::from_slice::<ImageManifest>(&m.bytes) {
+            Ok(parsed) => out.extend(parsed.layers.into_iter().map(|layer| CosignCandidate {
+                manifest: m.digest.clone(),
+                manifest_bytes: None,
+                layer,
+            })),
+            Err(e) => ignored.push(&m.digest, format!("{tag} is not an image manifest: {e}")),
+        },
+        Ok(_) => {}
+        Err(e) if skippable(&e) => ignored.push(&tag, format!("cannot be fetched: {e}")),
+        Err(e) => return Err((format!("looking up {tag}"), e)),
+    }
+    run.referrers = Some(match (referrers.descriptors.is_empty(), referrers.source) {
+        (true, _) => "cosign-tag".into(),
+        (false, ReferrersSource::Api) => "cosign-tag+referrers-api".into(),
+        (false, ReferrersSource::TagSchema) => "cosign-tag+tag-schema".into(),
+    });
+    let state = RandomState::new();
+    let mut listed: Vec<&Descriptor> = referrers.descriptors.iter().collect();
+    listed.sort_by_key(|d| (d.size, shuffle_key(&state, &d.digest)));
+    for d in listed {
+        match candidate_manifest(client, repo, d, MAX_MANIFEST_BYTES, budget, &mut ignored).await {
+            Step::Got((m, parsed)) => out.extend(parsed.layers.into_iter().map(|layer| CosignCandidate {
+                manifest: m.digest.clone(),
+                manifest_bytes: Some(m.bytes.clone()),
+                layer,
+            })),
+            Step::Skip => {}
+            Step::Stop => break,
+            Step::Fail(what, e) => return Err((what, e)),
+        }
+    }
+    Ok((out, ignored))
+}
+
+/// A Sigstore bundle manifest that passed the checks made before its bundle is fetched.
+struct BundleCandidate {
+    manifest: Manifest,
+    layer: Descriptor,
+}
+
+/// Sigstore bundles (cosign v3 signatures and attestations, GitHub artifact
+/// attestations) attached as referrers; the bundle must bind the pulled
+/// digest. Bundles are examined smallest first with a random tie-break.
+async fn bundles(client: &Client, trust: &SigstoreTrust, subject: &Subject, budget: &mut Budget) -> VerifierRun {
+    let repo = Repository::of(&subject.reference);
+    let digest = subject.digest.to_string();
+    let mut run = new_run(VerifierKind::Sigstore, &repo);
+    if budget.exhausted.is_some() {
+        return spent_run(run, budget);
+    }
+    let is_bundle = |d: &Descriptor| d.artifact_type.as_deref().is_some_and(|t| t.starts_with(BUNDLE_ARTIFACT_PREFIX));
+    let referrers = match client.referrers_preferring(&repo, &digest, None, &is_bundle, budget.until).await {
+        Ok(r) => r,
+        Err(e) => return registry_failure(run, "listing bundles".into(), &e),
+    };
+    run.referrers = Some(source_name(referrers.source));
+    let mut ignored = Ignored::new(&referrers.notes);
+    let state = RandomState::new();
+    let mut listed: Vec<&Descriptor> = referrers.descriptors.iter().filter(|d| is_bundle(d)).collect();
+    listed.sort_by_key(|d| (d.size, shuffle_key(&state, &d.digest)));
+    let mut candidates = Vec::new();
+    for d in listed {
+        match candidate_manifest(client, &repo, d, MAX_SIGNATURE_MANIFEST_BYTES, budget, &mut ignored).await {
+            Step::Got((manifest, parsed)) => match parsed.layers.into_iter().next() {
+                Some(layer) => candidates.push(BundleCandidate { manifest, layer }),
+                None => ignored.push(&d.digest, "no layer holds the bundle".into()),
+            },
+            Step::Skip => {}
+            Step::Stop => break,
+            Step::Fail(what, e) => return registry_failure(run, what, &e),
+        }
+    }
+    candidates.sort_by_key(|c| (c.layer.size, shuffle_key(&state, &c.layer.digest)));
+    let mut tried = Vec::new();
+    let limit = pullgate_sigstore::MAX_BUNDLE_BYTES as u64;
+    for c in candidates {
+        let m = &c.manifest.digest;
+        let bytes = match candidate_blob(client, &repo, m, &c.layer, limit, budget, &mut ignored).await {
+            Step::Got(b) => b,
+            Step::Skip => continue,
+            Step::Stop => break,
+            Step::Fail(what, e) => return registry_failure(run, what, &e),
+        };
+        let artifact = pullgate_sigstore::Artifact::Digest(&digest);
+        let outcome = pullgate_sigstore::verify_bundle(&bytes, artifact, &trust.bundle, SystemTime::now());
+        tried.push(sigstore_report(m, &c.layer.media_type, &outcome));
+        if outcome.verified {
+            client.keep(m, &c.manifest.bytes);
+            client.keep(&c.layer.digest, &bytes);
+            break;
+        }
+    }
+    sigstore_verdict(&mut run, "Sigstore bundle", &tried, &ignored, budget, subject);
+    run.signatures.extend(tried);
+    ignored.finish(&mut run, budget);
     run
 }
 

@@ -9,7 +9,8 @@
 //! correctness problem for a verifier, so this module owns the transport.
 
 use crate::auth::{self, Challenge, Credential, Keychain, TokenCache};
-use crate::types::{Descriptor, Index, MANIFEST_MEDIA_TYPES, Manifest, OCI_INDEX, Referrers, ReferrersSource};
+use crate::referrers::ReferrerList;
+use crate::types::{Descriptor, MANIFEST_MEDIA_TYPES, Manifest, OCI_INDEX, Referrers, ReferrersSource};
 use crate::{Repository, digest_of};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -21,12 +22,14 @@ use tokio::time::Instant;
 pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
 /// Most referrers pages followed.
 pub const MAX_REFERRER_PAGES: usize = 16;
-/// Most referrer descriptors kept.
-pub const MAX_REFERRERS: usize = 1024;
+/// Most redirects followed for one blob download (other requests follow none).
+pub const MAX_REDIRECTS: usize = 5;
 /// Largest token-endpoint answer accepted.
 const MAX_TOKEN_BYTES: u64 = 256 * 1024;
-/// Largest error body kept for messages.
-const MAX_ERROR_BODY: usize = 512;
+/// Largest error body read for a reason (the rest is discarded).
+const MAX_ERROR_BODY: usize = 16 * 1024;
+/// Longest reason from an error body that goes into a message.
+const MAX_ERROR_REASON: usize = 200;
 /// Attempts for throttled (429/503) or unreachable requests.
 const MAX_ATTEMPTS: u32 = 3;
 
@@ -66,6 +69,9 @@ pub trait ContentStore: Send + Sync {
     fn get(&self, digest: &str) -> Option<Vec<u8>>;
     /// Stores verified `bytes` under their `digest`.
     fn put(&self, digest: &str, bytes: &[u8]);
+    /// Sets the most bytes the store may hold (from the config in force),
+    /// evicting what no longer fits. Stores without a byte bound ignore it.
+    fn set_max_bytes(&self, _max_bytes: u64) {}
 }
 
 /// How long a referrers list is reused before the registry is asked again.
@@ -235,6 +241,8 @@ struct Target<'a> {
     path: String,
     what: String,
     accept: &'a [&'a str],
+    /// Blob downloads only: registries hand them to storage backends.
+    follow_redirects: bool,
 }
 
 impl Client {
@@ -274,8 +282,24 @@ impl Client {
         digest: &str,
         deadline: Instant,
     ) -> Result<Manifest, RegistryError> {
+        self.manifest_by_digest_limited(repo, digest, MAX_MANIFEST_BYTES, deadline).await
+    }
+
+    /// [`Client::manifest_by_digest`] accepting at most `limit` bytes (capped
+    /// at [`MAX_MANIFEST_BYTES`]); a larger body is discarded unread past
+    /// the limit and is [`RegistryError::TooLarge`].
+    pub async fn manifest_by_digest_limited(
+        &self,
+        repo: &Repository,
+        digest: &str,
+        limit: u64,
+        deadline: Instant,
+    ) -> Result<Manifest, RegistryError> {
+        let limit = limit.min(MAX_MANIFEST_BYTES);
         check_digest(repo, digest)?;
-        if let Some(bytes) = self.stored(digest) {
+        if let Some(bytes) = self.stored(digest)
+            && bytes.len() as u64 <= limit
+        {
             return Ok(Manifest { media_type: media_type_of(None, &bytes), digest: digest.to_string(), bytes });
         }
         let target = Target {
@@ -283,8 +307,9 @@ impl Client {
             path: format!("/v2/{}/manifests/{digest}", repo.path),
             what: format!("manifest {}@{digest}", repo),
             accept: MANIFEST_MEDIA_TYPES,
+            follow_redirects: false,
         };
-        let (bytes, content_type) = self.get(&target, MAX_MANIFEST_BYTES, deadline).await?;
+        let (bytes, content_type) = self.get(&target, limit, deadline).await?;
         let actual = digest_of(digest, &bytes).ok_or_else(|| RegistryError::Invalid {
             registry: repo.host.clone(),
             what: target.what.clone(),
@@ -298,7 +323,6 @@ impl Client {
                 actual,
             });
         }
-        self.store(digest, &bytes);
         Ok(Manifest { media_type: media_type_of(content_type, &bytes), digest: actual, bytes })
     }
 
@@ -314,8 +338,14 @@ impl Client {
         }
     }
 
-    fn store(&self, digest: &str, bytes: &[u8]) {
-        if let Some(store) = &self.inner.options.content_store {
+    /// Keeps verified `bytes` under `digest` in the content store, so a later
+    /// verification (another config generation, a restart) need not fetch
+    /// them again. Nothing is kept automatically: callers keep what a
+    /// verification actually used, never junk that did not verify.
+    pub fn keep(&self, digest: &str, bytes: &[u8]) {
+        if let Some(store) = &self.inner.options.content_store
+            && digest_of(digest, bytes).as_deref() == Some(digest)
+        {
             store.put(digest, bytes);
         }
     }
@@ -332,6 +362,7 @@ impl Client {
             path: format!("/v2/{}/manifests/{tag}", repo.path),
             what: format!("manifest {repo}:{tag}"),
             accept: MANIFEST_MEDIA_TYPES,
+            follow_redirects: false,
         };
         match self.get(&target, MAX_MANIFEST_BYTES, deadline).await {
             Ok((bytes, ct)) => {
@@ -380,8 +411,13 @@ impl Client {
         {
             return Ok(bytes);
         }
-        let target =
-            Target { repo, path: format!("/v2/{}/blobs/{}", repo.path, descriptor.digest), what, accept: &["*/*"] };
+        let target = Target {
+            repo,
+            path: format!("/v2/{}/blobs/{}", repo.path, descriptor.digest),
+            what,
+            accept: &["*/*"],
+            follow_redirects: true,
+        };
         let (bytes, _) = self.get(&target, descriptor.size, deadline).await?;
         if bytes.len() as u64 != descriptor.size {
             return Err(RegistryError::Invalid {
@@ -403,7 +439,6 @@ impl Client {
                 actual,
             });
         }
-        self.store(&descriptor.digest, &bytes);
         Ok(bytes)
     }
 
@@ -411,13 +446,34 @@ impl Client {
     /// `artifact_type`): the OCI 1.1 referrers API with `Link` pagination,
     /// falling back to the `sha256-<hex>` tag schema when the registry has no
     /// referrers API (404, 400 or 405).
-    /// A list is reused for [`REFERRERS_TTL`], so a burst of verifications of
-    /// one image asks the registry once.
+    ///
+    /// Problems with the list itself that anyone able to push can cause (an
+    /// entry without a size or digest, too many entries, a page or index too
+    /// large or not JSON) do not fail the call: the usable entries are
+    /// returned and [`Referrers::notes`] says what was left out. Only what the
+    /// registry failed to do (unreachable, 5xx, refused access, deadline) is
+    /// an error. A list is reused for [`REFERRERS_TTL`], so a burst of
+    /// verifications of one image asks the registry once.
     pub async fn referrers(
         &self,
         repo: &Repository,
         subject: &str,
         artifact_type: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Referrers, RegistryError> {
+        self.referrers_preferring(repo, subject, artifact_type, &|_| false, deadline).await
+    }
+
+    /// [`Client::referrers`], keeping the entries `prefer` selects when the
+    /// list holds more than [`MAX_REFERRERS`]: past the bound an entry that
+    /// is not preferred is dropped to make room for one that is, so junk
+    /// listed first cannot push a usable signature out of the list.
+    pub async fn referrers_preferring(
+        &self,
+        repo: &Repository,
+        subject: &str,
+        artifact_type: Option<&str>,
+        prefer: &(dyn Fn(&Descriptor) -> bool + Sync),
         deadline: Instant,
     ) -> Result<Referrers, RegistryError> {
         let key = format!("{repo}\0{subject}\0{}", artifact_type.unwrap_or(""));
@@ -428,10 +484,17 @@ impl Client {
                 return Ok(r.clone());
             }
         }
-        let r = self.fetch_referrers(repo, subject, artifact_type, deadline).await?;
-        let mut cache = self.inner.referrers.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() < 4096 {
-            cache.insert(key, (r.clone(), std::time::Instant::now()));
+        check_digest(repo, subject)?;
+        let mut list = ReferrerList::new(artifact_type, prefer);
+        let source = self.fetch_referrers(repo, subject, &mut list, deadline).await?;
+        let r = list.finish(source);
+        // A list with notes may have been cut to the bound, which depends on
+        // `prefer`: it is not shared.
+        if r.notes.is_empty() {
+            let mut cache = self.inner.referrers.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() < 4096 {
+                cache.insert(key, (r.clone(), std::time::Instant::now()));
+            }
         }
         Ok(r)
     }
@@ -440,84 +503,75 @@ impl Client {
         &self,
         repo: &Repository,
         subject: &str,
-        artifact_type: Option<&str>,
+        list: &mut ReferrerList<'_>,
         deadline: Instant,
-    ) -> Result<Referrers, RegistryError> {
+    ) -> Result<ReferrersSource, RegistryError> {
         let mut path = format!("/v2/{}/referrers/{subject}", repo.path);
-        if let Some(t) = artifact_type {
+        if let Some(t) = list.artifact_type {
             path.push_str(&format!("?artifactType={}", urlencode(t)));
         }
-        let mut descriptors = Vec::new();
-        let mut filtered = true;
         for page in 0..MAX_REFERRER_PAGES {
             let target = Target {
                 repo,
                 path: path.clone(),
                 what: format!("referrers of {repo}@{subject} (page {})", page + 1),
                 accept: &[OCI_INDEX],
+                follow_redirects: false,
             };
             let resp = self.send(&target, deadline).await?;
             let status = resp.status().as_u16();
             if page == 0 && matches!(status, 404 | 400 | 405) {
                 tracing::debug!(registry = %repo.host, status, "no referrers API; using the tag schema");
-                return self.referrers_by_tag(repo, subject, artifact_type, deadline).await;
+                self.referrers_by_tag(repo, subject, list, deadline).await?;
+                return Ok(ReferrersSource::TagSchema);
             }
             if status != 200 {
-                return Err(status_error(repo, &target.what, resp).await);
+                return Err(status_error(repo, &target.what, resp, true).await);
             }
-            filtered &= resp
-                .headers()
-                .get("OCI-Filters-Applied")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.split(',').any(|f| f.trim() == "artifactType"));
             let next = next_link(resp.headers());
-            let (bytes, _) = read_body(repo, &target.what, resp, MAX_MANIFEST_BYTES, deadline).await?;
-            let index: Index = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Invalid {
-                registry: repo.host.clone(),
-                what: target.what.clone(),
-                detail: format!("not an OCI index: {e}"),
-            })?;
-            descriptors.extend(index.manifests);
-            if descriptors.len() > MAX_REFERRERS {
-                return Err(RegistryError::TooLarge {
-                    registry: repo.host.clone(),
-                    what: format!("referrers of {repo}@{subject}"),
-                    limit: MAX_REFERRERS as u64,
-                });
+            let bytes = match read_body(repo, &target.what, resp, MAX_MANIFEST_BYTES, deadline).await {
+                Ok((b, _)) => b,
+                Err(RegistryError::TooLarge { .. }) => {
+                    list.note(format!("{} is larger than {MAX_MANIFEST_BYTES} bytes; not read", target.what));
+                    return Ok(ReferrersSource::Api);
+                }
+                Err(e) => return Err(e),
+            };
+            if !list.add_index(&target.what, &bytes) {
+                return Ok(ReferrersSource::Api);
             }
             match next {
+                Some(_) if page + 1 == MAX_REFERRER_PAGES => {
+                    list.note(format!("more than {MAX_REFERRER_PAGES} referrers pages; the rest were not read"));
+                }
                 Some(n) => path = n,
                 None => break,
             }
         }
-        if let (Some(t), false) = (artifact_type, filtered) {
-            descriptors.retain(|d| d.artifact_type.as_deref() == Some(t));
-        }
-        Ok(Referrers { descriptors, source: ReferrersSource::Api })
+        Ok(ReferrersSource::Api)
     }
 
     async fn referrers_by_tag(
         &self,
         repo: &Repository,
         subject: &str,
-        artifact_type: Option<&str>,
+        list: &mut ReferrerList<'_>,
         deadline: Instant,
-    ) -> Result<Referrers, RegistryError> {
+    ) -> Result<(), RegistryError> {
         let tag = subject.replace(':', "-");
-        let Some(m) = self.manifest_by_tag(repo, &tag, deadline).await? else {
-            return Ok(Referrers { descriptors: Vec::new(), source: ReferrersSource::TagSchema });
-        };
-        let index: Index = serde_json::from_slice(&m.bytes).map_err(|e| RegistryError::Invalid {
-            registry: repo.host.clone(),
-            what: format!("referrers tag {repo}:{tag}"),
-            detail: format!("not an OCI index: {e}"),
-        })?;
-        let mut descriptors = index.manifests;
-        if let Some(t) = artifact_type {
-            descriptors.retain(|d| d.artifact_type.as_deref() == Some(t));
+        let what = format!("referrers tag {repo}:{tag}");
+        match self.manifest_by_tag(repo, &tag, deadline).await {
+            Ok(Some(m)) => {
+                list.add_index(&what, &m.bytes);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(RegistryError::TooLarge { .. }) => {
+                list.note(format!("{what} is larger than {MAX_MANIFEST_BYTES} bytes; not read"));
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
-        descriptors.truncate(MAX_REFERRERS);
-        Ok(Referrers { descriptors, source: ReferrersSource::TagSchema })
     }
 
     /// GET with auth and retries, returning a bounded, successful body.
@@ -529,12 +583,18 @@ impl Client {
     ) -> Result<(Vec<u8>, Option<String>), RegistryError> {
         let resp = self.send(target, deadline).await?;
         if !resp.status().is_success() {
-            return Err(status_error(target.repo, &target.what, resp).await);
+            return Err(status_error(target.repo, &target.what, resp, true).await);
         }
         read_body(target.repo, &target.what, resp, limit, deadline).await
     }
 
-    /// Sends one GET, handling auth challenges, throttling and transient failures.
+    /// Sends one GET to the registry, handling auth challenges, throttling,
+    /// transient failures and, for blob downloads only, redirects.
+    ///
+    /// A redirect of anything but a blob is a registry failure (status
+    /// only). A blob redirect to another host is followed without the
+    /// registry's credentials, and whatever that host answers is reported by
+    /// status only: neither its body nor its challenges are acted on.
     async fn send(&self, target: &Target<'_>, deadline: Instant) -> Result<reqwest::Response, RegistryError> {
         let repo = target.repo;
         let host = repo.host.as_str();
@@ -546,13 +606,120 @@ impl Client {
                 .map_err(|_| RegistryError::Deadline { registry: host.into(), what: target.what.clone() })?
         };
         let http = self.http_for(host)?;
-        let url = format!("{}://{}{}", self.scheme(host), endpoint(host), target.path);
+        let origin = format!("{}://{}{}", self.scheme(host), endpoint(host), target.path);
+        let origin = reqwest::Url::parse(&origin).map_err(|e| RegistryError::Invalid {
+            registry: host.into(),
+            what: target.what.clone(),
+            detail: format!("request URL is not valid: {e}"),
+        })?;
+        let mut url = origin.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let on_registry = same_origin(&url, &origin);
+            let resp = if on_registry {
+                self.send_to_registry(target, &http, &url, deadline).await?
+            } else {
+                self.send_elsewhere(target, &http, &url, deadline).await?
+            };
+            if !resp.status().is_redirection() {
+                return Ok(resp);
+            }
+            let status = resp.status().as_u16();
+            if !target.follow_redirects {
+                return Err(RegistryError::Status {
+                    registry: host.into(),
+                    what: target.what.clone(),
+                    status,
+                    detail: ": a redirect, which is followed only for blob downloads".into(),
+                });
+            }
+            url = self.redirect_target(target, &url, &resp)?;
+            tracing::debug!(registry = host, to = %url.host_str().unwrap_or_default(), status, "following a blob redirect");
+        }
+        Err(RegistryError::Status {
+            registry: host.into(),
+            what: target.what.clone(),
+            status: 310,
+            detail: format!(": more than {MAX_REDIRECTS} redirects"),
+        })
+    }
+
+    /// Where a redirect answer points, if it may be followed: an absolute or
+    /// relative `Location`, HTTPS unless the registry is marked insecure.
+    fn redirect_target(
+        &self,
+        target: &Target<'_>,
+        from: &reqwest::Url,
+        resp: &reqwest::Response,
+    ) -> Result<reqwest::Url, RegistryError> {
+        let host = target.repo.host.as_str();
+        let bad = |detail: &str| RegistryError::Status {
+            registry: host.into(),
+            what: target.what.clone(),
+            status: resp.status().as_u16(),
+            detail: format!(": {detail}"),
+        };
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| bad("a redirect without a usable Location"))?;
+        let to = from.join(location).map_err(|_| bad("a redirect to an invalid Location"))?;
+        match to.scheme() {
+            "https" => Ok(to),
+            "http" if self.host_options(host).insecure => Ok(to),
+            _ => Err(bad("a redirect to a location that is not HTTPS")),
+        }
+    }
+
+    /// One GET to a host the registry redirected to: no credentials, no
+    /// retries, no token flow.
+    async fn send_elsewhere(
+        &self,
+        target: &Target<'_>,
+        http: &reqwest::Client,
+        url: &reqwest::Url,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let host = target.repo.host.as_str();
+        let req = http.get(url.clone()).header(reqwest::header::ACCEPT, target.accept.join(", "));
+        match tokio::time::timeout_at(deadline, req.send()).await {
+            Err(_) => {
+                self.count(host, "timeout");
+                Err(RegistryError::Deadline { registry: host.into(), what: target.what.clone() })
+            }
+            Ok(Err(e)) => {
+                self.count(host, "error");
+                Err(RegistryError::Unreachable { registry: host.into(), what: target.what.clone(), source: e })
+            }
+            Ok(Ok(r)) => {
+                let status = r.status().as_u16();
+                self.count(host, &status.to_string());
+                if r.status().is_success() || r.status().is_redirection() {
+                    Ok(r)
+                } else {
+                    Err(status_error(target.repo, &format!("{} (redirected)", target.what), r, false).await)
+                }
+            }
+        }
+    }
+
+    /// One GET to the registry itself, with its credentials, challenges,
+    /// throttling and transient-failure retries.
+    async fn send_to_registry(
+        &self,
+        target: &Target<'_>,
+        http: &reqwest::Client,
+        url: &reqwest::Url,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let repo = target.repo;
+        let host = repo.host.as_str();
         let scope = format!("repository:{}:pull", repo.path);
         let mut authed_once = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut req = http.get(&url).header(reqwest::header::ACCEPT, target.accept.join(", "));
+            let mut req = http.get(url.clone()).header(reqwest::header::ACCEPT, target.accept.join(", "));
             if let Some(token) = self.inner.tokens.get(host, &scope) {
                 req = req.bearer_auth(token);
             } else if self.inner.basic_hosts.lock().unwrap_or_else(|p| p.into_inner()).contains(host)
@@ -560,8 +727,7 @@ impl Client {
             {
                 req = req.basic_auth(username, Some(password));
             }
-            let sent = tokio::time::timeout_at(deadline, req.send()).await;
-            let resp = match sent {
+            let resp = match tokio::time::timeout_at(deadline, req.send()).await {
                 Err(_) => {
                     self.count(host, "timeout");
                     return Err(RegistryError::Deadline { registry: host.into(), what: target.what.clone() });
@@ -588,30 +754,8 @@ impl Client {
             self.count(host, &status.to_string());
             if status == 401 && !authed_once {
                 authed_once = true;
-                let challenge = resp
-                    .headers()
-                    .get(reqwest::header::WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(auth::parse_challenge);
-                match challenge {
-                    Some(Challenge::Bearer { realm, service, .. }) => {
-                        self.fetch_token(repo, &http, &realm, service.as_deref(), &scope, deadline).await?;
-                        continue;
-                    }
-                    Some(Challenge::Basic) => match self.credential(repo, deadline).await? {
-                        Credential::Basic { .. } => {
-                            self.inner.basic_hosts.lock().unwrap_or_else(|p| p.into_inner()).insert(host.into());
-                            continue;
-                        }
-                        _ => {
-                            return Err(RegistryError::Unauthorized {
-                                registry: host.into(),
-                                repository: repo.path.clone(),
-                                detail: "basic auth required and no credentials are configured".into(),
-                            });
-                        }
-                    },
-                    None => {}
+                if self.answer_challenge(repo, http, &resp, &scope, deadline).await? {
+                    continue;
                 }
             }
             if status == 401 || status == 403 {
@@ -634,6 +778,42 @@ impl Client {
                 }
             }
             return Ok(resp);
+        }
+    }
+
+    /// Acts on the registry's own 401 challenge: a bearer token for `scope`,
+    /// or basic auth when credentials are configured. True when the request
+    /// should be sent again.
+    async fn answer_challenge(
+        &self,
+        repo: &Repository,
+        http: &reqwest::Client,
+        resp: &reqwest::Response,
+        scope: &str,
+        deadline: Instant,
+    ) -> Result<bool, RegistryError> {
+        let host = repo.host.as_str();
+        let challenge = resp
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(auth::parse_challenge);
+        match challenge {
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                self.fetch_token(repo, http, &realm, service.as_deref(), scope, deadline).await.map(|()| true)
+            }
+            Some(Challenge::Basic) => match self.credential(repo, deadline).await? {
+                Credential::Basic { .. } => {
+                    self.inner.basic_hosts.lock().unwrap_or_else(|p| p.into_inner()).insert(host.into());
+                    Ok(true)
+                }
+                _ => Err(RegistryError::Unauthorized {
+                    registry: host.into(),
+                    repository: repo.path.clone(),
+                    detail: "basic auth required and no credentials are configured".into(),
+                }),
+            },
+            None => Ok(false),
         }
     }
 
@@ -687,7 +867,7 @@ impl Client {
             });
         }
         if status != 200 {
-            return Err(status_error(repo, &what, resp).await);
+            return Err(status_error(repo, &what, resp, false).await);
         }
         let (bytes, _) = read_body(repo, &what, resp, MAX_TOKEN_BYTES, deadline).await?;
         #[derive(serde::Deserialize)]
@@ -760,7 +940,9 @@ impl Client {
         let mut b = reqwest::Client::builder()
             .connect_timeout(self.inner.options.connect_timeout)
             .user_agent(self.inner.options.user_agent.clone())
-            .redirect(reqwest::redirect::Policy::limited(5))
+            // Redirects are handled in `send`: only for blobs, and without
+            // credentials when they leave the registry's host.
+            .redirect(reqwest::redirect::Policy::none())
             .https_only(!opts.insecure);
         if let Some(pem) = &opts.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| RegistryError::Tls {
@@ -865,23 +1047,66 @@ async fn read_body(
     Ok((body, ct))
 }
 
-async fn status_error(repo: &Repository, what: &str, mut resp: reqwest::Response) -> RegistryError {
+/// The error for an unexpected status. With `reason`, the body's
+/// distribution-spec error (`{"errors":[{"code","message"}]}`) becomes a
+/// short reason: printable ASCII only, at most [`MAX_ERROR_REASON`] bytes.
+/// Nothing else of the body reaches a message, and a host the registry
+/// redirected to (`reason` false) is reported by status only.
+async fn status_error(repo: &Repository, what: &str, mut resp: reqwest::Response, reason: bool) -> RegistryError {
     let status = resp.status().as_u16();
-    // Only the start of an error body is kept, and reading it is bounded in
-    // size and time: a hostile registry cannot stall or exhaust the agent here.
-    let mut body = Vec::new();
-    let read = async {
-        while body.len() < MAX_ERROR_BODY {
-            match resp.chunk().await {
-                Ok(Some(c)) => body.extend_from_slice(&c[..c.len().min(MAX_ERROR_BODY - body.len())]),
-                _ => break,
+    let mut detail = String::new();
+    if reason {
+        // Reading the body is bounded in size and time: a hostile registry
+        // cannot stall or exhaust the agent here.
+        let mut body = Vec::new();
+        let read = async {
+            while body.len() < MAX_ERROR_BODY {
+                match resp.chunk().await {
+                    Ok(Some(c)) => body.extend_from_slice(&c[..c.len().min(MAX_ERROR_BODY - body.len())]),
+                    _ => break,
+                }
             }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+        if let Some(r) = error_reason(&body) {
+            detail = format!(": {r}");
         }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
-    let text: String = String::from_utf8_lossy(&body).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    let detail = if text.trim().is_empty() { String::new() } else { format!(": {}", text.trim()) };
+    }
     RegistryError::Status { registry: repo.host.clone(), what: what.into(), status, detail }
+}
+
+/// The first distribution-spec error of an error body as `CODE: message`,
+/// sanitised (printable ASCII, whitespace collapsed, at most
+/// [`MAX_ERROR_REASON`] bytes); `None` for any other body.
+fn error_reason(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorEntry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorEntry {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let parsed: Errors = serde_json::from_slice(body).ok()?;
+    let first = parsed.errors.first()?;
+    let text = match (first.code.is_empty(), first.message.is_empty()) {
+        (true, true) => return None,
+        (false, true) => first.code.clone(),
+        (true, false) => first.message.clone(),
+        (false, false) => format!("{}: {}", first.code, first.message),
+    };
+    let clean: String = text.chars().map(|c| if c.is_ascii_graphic() { c } else { ' ' }).collect();
+    let mut clean = clean.split_whitespace().collect::<Vec<_>>().join(" ");
+    clean.truncate(MAX_ERROR_REASON);
+    (!clean.is_empty()).then_some(clean)
+}
+
+/// True when `a` and `b` are the same scheme, host and port.
+fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// `Retry-After` in seconds (HTTP dates are not used by registries), capped at 60 s.
@@ -968,5 +1193,15 @@ mod tests {
         assert_eq!(endpoint("docker.io"), "registry-1.docker.io");
         assert_eq!(media_type_of(Some("application/vnd.oci.image.index.v1+json; charset=x".into()), b"{}"), OCI_INDEX);
         assert_eq!(media_type_of(None, br#"{"mediaType":"m"}"#), "m");
+    }
+
+    #[test]
+    fn error_reasons_are_short_printable_ascii_from_distribution_errors_only() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest\u001b[31m unknown\n\u00e9"}]}"#;
+        assert_eq!(error_reason(body).as_deref(), Some("MANIFEST_UNKNOWN: manifest [31m unknown"));
+        let long = format!(r#"{{"errors":[{{"code":"X","message":"{}"}}]}}"#, "a".repeat(5000));
+        assert_eq!(error_reason(long.as_bytes()).map(|r| r.len()), Some(MAX_ERROR_REASON));
+        assert_eq!(error_reason(b"<html>secret internal page</html>"), None);
+        assert_eq!(error_reason(br#"{"errors":[]}"#), None);
     }
 }

@@ -12,11 +12,14 @@
 
 pub mod auth;
 mod client;
+mod referrers;
 pub mod types;
 
 pub use client::{
-    Client, ClientOptions, ContentStore, HostOptions, MAX_MANIFEST_BYTES, REFERRERS_TTL, RegistryError, RequestObserver,
+    Client, ClientOptions, ContentStore, HostOptions, MAX_MANIFEST_BYTES, MAX_REDIRECTS, REFERRERS_TTL, RegistryError,
+    RequestObserver,
 };
+pub use referrers::MAX_REFERRERS;
 
 use sha2::Digest as _;
 use std::fmt;

@@ -100,4 +100,7 @@ pub struct Referrers {
     pub descriptors: Vec<Descriptor>,
     /// API or tag-schema fallback.
     pub source: ReferrersSource,
+    /// What was left out of the list and why (unusable entries, too many
+    /// entries, a page too large or not an index), for the report.
+    pub notes: Vec<String>,
 }

@@ -253,6 +253,12 @@ async fn content_store_and_referrers_cache_save_requests_but_never_trust_bad_byt
     let sig = c.manifest_by_digest(&r, &refs.descriptors[0].digest, deadline()).await.unwrap();
     let m: pullgate_registry::types::ImageManifest = serde_json::from_slice(&sig.bytes).unwrap();
     let envelope = c.blob(&r, &m.layers[0], 64 * 1024, deadline()).await.unwrap();
+    assert!(store.0.lock().unwrap().is_empty(), "nothing is stored unless the caller keeps it");
+    // What a verification used is kept by the caller.
+    c.keep(&sig.digest, &sig.bytes);
+    c.keep(&m.layers[0].digest, &envelope);
+    c.keep(&m.layers[0].digest, b"bytes that do not hash to the digest are not kept");
+    assert_eq!(store.0.lock().unwrap().get(&m.layers[0].digest), Some(&envelope));
     let first = total_requests(&c);
 
     // A second client (e.g. after a config change) with the same store: the
@@ -269,10 +275,9 @@ async fn content_store_and_referrers_cache_save_requests_but_never_trust_bad_byt
     c2.referrers(&r, SUBJECT, Some(NOTARY), deadline()).await.unwrap();
     assert_eq!(total_requests(&c2), after_referrers);
 
-    // A poisoned store entry is re-hashed, ignored and replaced from the registry.
+    // A poisoned store entry is re-hashed, ignored and fetched from the registry.
     store.0.lock().unwrap().insert(m.layers[0].digest.clone(), b"evil bytes".to_vec());
     let fetched = c2.blob(&r, &m.layers[0], 64 * 1024, deadline()).await.unwrap();
     assert_eq!(fetched, envelope);
     assert_eq!(total_requests(&c2), after_referrers + 1, "the blob came from the registry");
-    assert_eq!(store.0.lock().unwrap().get(&m.layers[0].digest), Some(&envelope));
 }
