@@ -365,6 +365,7 @@ mod raw {
         pub deny_ttl: Option<String>,
         pub error_ttl: Option<String>,
         pub max_entries: Option<usize>,
+        pub content_max_bytes: Option<u64>,
     }
 
     #[derive(Deserialize)]
@@ -757,6 +758,14 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
                 issues.push(issue("cache.maxEntries", format!("{n} is outside 100..=10000000")));
             }
         }
+        if let Some(n) = c.content_max_bytes {
+            if n <= crate::cache::MAX_CONTENT_STORE_BYTES {
+                cache.content_max_bytes = n;
+            } else {
+                let max = crate::cache::MAX_CONTENT_STORE_BYTES;
+                issues.push(issue("cache.contentMaxBytes", format!("{n} is outside 0..={max} (bytes)")));
+            }
+        }
     }
 
     if !issues.is_empty() {
@@ -1026,6 +1035,15 @@ mod tests {
         );
         assert!(errs.iter().any(|e| e.contains("localhost:05000") && e.contains("leading zeros")), "{errs:?}");
         ok("[registries.\"localhost:5000\"]\n[registries.\"[::1]:5000\"]\n");
+    }
+
+    #[test]
+    fn content_store_bound_in_bytes() {
+        assert_eq!(ok("").0.cache.content_max_bytes, crate::cache::DEFAULT_CONTENT_MAX_BYTES);
+        assert_eq!(ok("[cache]\ncontentMaxBytes = 1048576\n").0.cache.content_max_bytes, 1_048_576);
+        assert_eq!(ok("[cache]\ncontentMaxBytes = 0\n").0.cache.content_max_bytes, 0);
+        let errs = bad("[cache]\ncontentMaxBytes = 99999999999999\n");
+        assert!(errs.iter().any(|e| e.contains("cache.contentMaxBytes") && e.contains("99999999999999")), "{errs:?}");
     }
 
     #[test]
