@@ -12,7 +12,9 @@ use crate::report::{DecisionLog, IdGenerator, Peer, Report, Source, Step};
 use crate::verify;
 use pullgate_reference::{Digest, Reference};
 use pullgate_registry::auth::Keychain;
-use pullgate_wire::{DecisionResponse, PROTOCOL_VERSION, Response, StatusResponse, Verdict, VerifyRequest};
+use pullgate_wire::{
+    DecisionResponse, MAX_REASON_BYTES, PROTOCOL_VERSION, Response, StatusResponse, Verdict, VerifyRequest,
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -335,9 +337,10 @@ impl Engine {
             report.source = Source::FailurePolicy;
             report.outcome = "error".into();
             report.verdict = Verdict::Deny;
+            let why = pullgate_wire::truncate(&why, MAX_REASON_BYTES / 2, pullgate_wire::TRUNCATED);
             report.reason = format!("agent has no valid config: {why}");
             report.steps = trace.steps;
-            self.record(&report);
+            self.record(&mut report);
             return Response::Error { message: format!("{} (report {})", report.reason, report.id) };
         };
         let cfg = &loaded.config;
@@ -454,7 +457,12 @@ impl Engine {
             Verdict::Deny => self.counters.denied.fetch_add(1, Ordering::Relaxed),
         };
         report.verdict = verdict;
-        report.reason = reason.clone();
+        // The report keeps the reason as decided (already bounded by
+        // `report::summarize`); the answer and the log line get at most
+        // MAX_REASON_BYTES, pointing at the report for the rest.
+        let marker = format!("… (truncated, see report {})", report.id);
+        let sent = pullgate_wire::truncate(&pullgate_wire::one_line(&reason), MAX_REASON_BYTES, &marker);
+        report.reason = reason;
         let elapsed = trace.received.elapsed();
         report.duration_us = elapsed.as_micros() as u64;
         if let Some(m) = &self.metrics {
@@ -465,7 +473,7 @@ impl Engine {
             m.record_decision(verdict, report.mode.as_deref().unwrap_or("none"), report.source.as_str(), elapsed);
         }
         report.steps = trace.steps;
-        self.record(&report);
+        self.record(&mut report);
         tracing::info!(
             id = %report.id,
             reference = %report.reference,
@@ -474,12 +482,14 @@ impl Engine {
             rule = report.rule.as_deref().unwrap_or("-"),
             generation = report.generation.as_deref().unwrap_or("-"),
             duration_us = report.duration_us,
-            "{reason}"
+            "{sent}"
         );
-        Response::Decision(DecisionResponse { verdict, reason, report_id: report.id })
+        Response::Decision(DecisionResponse { verdict, reason: sent, report_id: report.id })
     }
 
-    fn record(&self, report: &Report) {
+    /// Appends the report to the decision log, bounded in size first.
+    fn record(&self, report: &mut Report) {
+        report.bound();
         if let Err(e) = self.log.append(report) {
             self.counters.log_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(id = %report.id, error = %e, "cannot write the decision log; the decision stands");
@@ -546,7 +556,9 @@ async fn evaluate(
             for run in &runs {
                 trace.step(&format!("verify:{}", run.verifier), &format!("{}: {}", run.result, run.reason));
             }
-            let reason = format!("scope {}: {reason}", scope.name);
+            // Registry content shapes these reasons: each signature's summary
+            // and the whole are capped here, the full detail stays in `runs`.
+            let reason = crate::report::summarize(&format!("scope {}: {reason}", scope.name));
             let outcome = match result {
                 verify::RunResult::Pass => Outcome::Allow(reason),
                 verify::RunResult::Fail => Outcome::Deny(reason),
@@ -676,7 +688,7 @@ mod tests {
         assert!(d.reason.contains("defaultAction"));
         let d = decide(&e, "127.0.0.1:9/acme/app:v1").await;
         assert_eq!(d.verdict, Verdict::Deny, "verify without verifiers fails closed");
-        assert!(d.reason.contains("cosign: looking up") && d.reason.contains("unreachable"), "{}", d.reason);
+        assert!(d.reason.contains("cosign: ") && d.reason.contains("unreachable"), "{}", d.reason);
         assert!(d.reason.contains("failure policy closed"));
         let r = crate::report::find(dir.path(), &d.report_id).unwrap().unwrap();
         assert_eq!(r.rule.as_deref(), Some("scope acme"));
@@ -698,6 +710,48 @@ mod tests {
         let r = crate::report::find(dir.path(), &d.report_id).unwrap().unwrap();
         assert_eq!(r.outcome, "deny", "the report keeps what enforce would have done");
         assert_eq!(e.status().counters["auditWouldDeny"], 1);
+    }
+
+    #[tokio::test]
+    async fn long_reasons_are_cut_in_the_answer_and_kept_in_the_report() {
+        let (e, dir) = engine(POLICY);
+        // A verifier reason shaped by registry content: a huge plugin name
+        // with JSON-escape-heavy and control characters, for two signatures.
+        let junk = "\"\\\u{0}\né".repeat(20_000);
+        let items: Vec<String> = (1..=6).map(|i| format!("#{i}: plugin {junk}")).collect();
+        let reason =
+            crate::report::summarize(&format!("scope acme: notation: no signature verified ({})", items.join("; ")));
+        let report = Report {
+            id: "d-test-1".into(),
+            time: crate::report::now_rfc3339(),
+            generation: None,
+            reference: "r".into(),
+            normalized: None,
+            digest: D.into(),
+            media_type: "m".into(),
+            size: 1,
+            peer: None,
+            mode: None,
+            failure_policy: None,
+            rule: None,
+            source: Source::Verify,
+            outcome: "deny".into(),
+            verdict: Verdict::Deny,
+            reason: String::new(),
+            steps: Vec::new(),
+            verification: Vec::new(),
+            duration_us: 0,
+        };
+        let trace = Trace { received: Instant::now(), steps: vec![] };
+        let Response::Decision(d) = e.finish(report, trace, Verdict::Deny, reason) else { panic!("not a decision") };
+        assert!(d.reason.len() <= MAX_REASON_BYTES, "{}", d.reason.len());
+        assert!(d.reason.contains("#2: plugin"), "one signature does not crowd out the next: {}", d.reason);
+        assert!(d.reason.ends_with("… (truncated, see report d-test-1)"), "{}", d.reason);
+        assert!(!d.reason.contains(['\n', '\0']), "one line");
+        let line = Response::Decision(d.clone()).encode_line();
+        assert!(line.len() <= 3 * MAX_REASON_BYTES, "{}", line.len());
+        let r = crate::report::find(dir.path(), "d-test-1").unwrap().unwrap();
+        assert!(r.reason.len() > d.reason.len(), "the report keeps more than the answer");
     }
 
     #[tokio::test]

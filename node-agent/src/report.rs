@@ -23,6 +23,67 @@ pub const DEFAULT_ROTATE_BYTES: u64 = 32 * 1024 * 1024;
 /// Longest log line `explain` will parse.
 const MAX_LINE_BYTES: usize = 1024 * 1024;
 
+/// Longest summary of one signature inside a decision's reason; the full
+/// text of every check stays in the report's `verification`.
+pub const MAX_SIGNATURE_SUMMARY_BYTES: usize = 240;
+/// Longest reason kept with a decision (cached and in the report); the
+/// answer to the verifier is cut further, to [`pullgate_wire::MAX_REASON_BYTES`].
+pub const MAX_DECISION_REASON_BYTES: usize = 4 * 1024;
+/// Longest text of one report field (a step, a check's reason) in the decision log.
+pub const MAX_REPORT_TEXT_BYTES: usize = 16 * 1024;
+/// Largest report written to the decision log; `explain` reads lines up to [`MAX_LINE_BYTES`].
+pub const MAX_REPORT_BYTES: usize = 512 * 1024;
+
+/// Cuts every `#N: …` item of a reason (the per-signature summaries the
+/// verifiers build, `(#1: …; #2: …)`) to [`MAX_SIGNATURE_SUMMARY_BYTES`], so
+/// one signature carrying a 100 KB plugin name cannot crowd out the others,
+/// and then the whole reason to [`MAX_DECISION_REASON_BYTES`].
+pub fn summarize(reason: &str) -> String {
+    let items = summary_items(reason);
+    let mut out = String::with_capacity(reason.len().min(MAX_DECISION_REASON_BYTES));
+    let mut at = 0;
+    for (i, &(start, _)) in items.iter().enumerate() {
+        out.push_str(&reason[at..start]);
+        let end = items.get(i + 1).map_or(reason.len(), |&(next, sep)| next - sep);
+        let item = &reason[start..end];
+        let (body, close) = match item.strip_suffix(')') {
+            Some(b) if i + 1 == items.len() => (b, ")"),
+            _ => (item, ""),
+        };
+        out.push_str(&pullgate_wire::truncate(body, MAX_SIGNATURE_SUMMARY_BYTES, "…"));
+        out.push_str(close);
+        at = end;
+        if out.len() > MAX_DECISION_REASON_BYTES {
+            break;
+        }
+    }
+    if at < reason.len() && items.is_empty() {
+        out.push_str(reason);
+    }
+    pullgate_wire::truncate(&out, MAX_DECISION_REASON_BYTES, pullgate_wire::TRUNCATED)
+}
+
+/// Byte offsets of `#N: ` items that follow `(` or `; `, with the length of that separator.
+fn summary_items(reason: &str) -> Vec<(usize, usize)> {
+    let mut items = Vec::new();
+    for (i, _) in reason.match_indices('#') {
+        let before = &reason[..i];
+        let sep = if before.ends_with("; ") {
+            2
+        } else if before.ends_with('(') {
+            1
+        } else {
+            continue;
+        };
+        let rest = &reason[i + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && rest[digits..].starts_with(": ") {
+            items.push((i, sep));
+        }
+    }
+    items
+}
+
 /// Where a decision came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -110,6 +171,58 @@ pub struct Report {
     pub verification: Vec<VerifierRun>,
     /// Total time spent, in microseconds.
     pub duration_us: u64,
+}
+
+impl Report {
+    /// Keeps the report within [`MAX_REPORT_BYTES`] however much text the
+    /// registry content put into it: every text field is cut to
+    /// [`MAX_REPORT_TEXT_BYTES`], then shorter while the report is still too
+    /// large, and as a last resort signatures past the first 8 of a run are
+    /// dropped (the run's reason says how many).
+    pub fn bound(&mut self) {
+        for limit in [MAX_REPORT_TEXT_BYTES, 2048, 256] {
+            self.cut_text(limit);
+            if self.encoded_len() <= MAX_REPORT_BYTES {
+                return;
+            }
+        }
+        for run in &mut self.verification {
+            if run.signatures.len() > 8 {
+                let dropped = run.signatures.len() - 8;
+                run.signatures.truncate(8);
+                run.reason = format!("{} [{dropped} more signatures not kept in the report]", run.reason);
+            }
+        }
+        self.cut_text(256);
+    }
+
+    fn cut_text(&mut self, limit: usize) {
+        let cut = |s: &mut String| {
+            if s.len() > limit {
+                *s = pullgate_wire::truncate(s, limit, pullgate_wire::TRUNCATED);
+            }
+        };
+        for s in [&mut self.reason, &mut self.reference, &mut self.media_type] {
+            cut(s);
+        }
+        self.steps.iter_mut().for_each(|st| cut(&mut st.result));
+        for run in &mut self.verification {
+            cut(&mut run.reason);
+            for sig in &mut run.signatures {
+                for s in [&mut sig.manifest, &mut sig.envelope_media_type] {
+                    cut(s);
+                }
+                for s in [&mut sig.signer, &mut sig.policy].into_iter().flatten() {
+                    cut(s);
+                }
+                sig.checks.iter_mut().for_each(|c| cut(&mut c.reason));
+            }
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        serde_json::to_vec(self).map_or(usize::MAX, |v| v.len())
+    }
 }
 
 /// One verifier's run for a decision.
@@ -404,6 +517,50 @@ mod tests {
             .write_all(b"{\"id\":")
             .unwrap();
         assert_eq!(find(dir.path(), "id9").unwrap().unwrap().id, "id9");
+    }
+
+    #[test]
+    fn summaries_cut_each_signature_and_keep_the_others() {
+        let huge = "\"p\u{0}é".repeat(30_000);
+        let reason = format!("scope s: notation: no signature verified (#1: plugin {huge}; #2: short one; #3: {huge})");
+        let s = summarize(&reason);
+        assert!(s.len() <= 3 * MAX_SIGNATURE_SUMMARY_BYTES + 80, "{}", s.len());
+        assert!(s.starts_with("scope s: notation: no signature verified (#1: plugin \"p"), "{s}");
+        assert!(s.contains("…; #2: short one; #3: "), "{s}");
+        assert!(s.ends_with("…)"), "{s}");
+        assert_eq!(summarize("no scope matches"), "no scope matches");
+        // Text with no items is still capped.
+        let plain = summarize(&"x".repeat(100_000));
+        assert!(plain.len() <= MAX_DECISION_REASON_BYTES && plain.ends_with(pullgate_wire::TRUNCATED));
+    }
+
+    #[test]
+    fn reports_stay_within_the_log_line_limit() {
+        let mut r = report("big", "sha256:x");
+        let check =
+            CheckReport { check: "verificationPlugin".into(), status: "failed".into(), reason: "é".repeat(60_000) };
+        let sig = SignatureReport {
+            manifest: "sha256:m".into(),
+            envelope_media_type: "m".repeat(100_000),
+            signer: None,
+            policy: None,
+            level: None,
+            verified: false,
+            checks: vec![check; 8],
+        };
+        r.verification.push(VerifierRun {
+            verifier: "notation".into(),
+            result: "fail".into(),
+            reason: "r".repeat(200_000),
+            registry: None,
+            referrers: None,
+            signatures: vec![sig; 50],
+        });
+        r.bound();
+        let n = serde_json::to_vec(&r).unwrap().len();
+        assert!(n <= MAX_REPORT_BYTES, "{n}");
+        assert_eq!(r.verification[0].signatures.len(), 50, "shortening the text was enough");
+        assert!(r.verification[0].signatures[0].checks[0].reason.ends_with(pullgate_wire::TRUNCATED));
     }
 
     #[test]

@@ -228,15 +228,12 @@ async fn read_line(stream: &mut UnixStream) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
+/// Writes one answer. This is the only place the agent serialises a
+/// [`Response`]: [`Response::encode_line`] makes it one line of at most
+/// `MAX_RESPONSE_BYTES` whatever the reasons hold, so content pushed to a
+/// registry can never make the verifier read the answer as unusable.
 async fn write_response(stream: &mut UnixStream, response: &Response) {
-    let mut out = match serde_json::to_vec(response) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode a response");
-            return;
-        }
-    };
-    out.push(b'\n');
+    let out = response.encode_line();
     if let Err(e) = stream.write_all(&out).await {
         tracing::debug!(error = %e, "client went away before the answer was written");
     }

@@ -78,7 +78,9 @@ pub struct RegistryAuth {
 pub struct PullSecret {
     /// The Secret's name (in the agent's namespace).
     pub name: String,
-    /// The raw `.dockerconfigjson` bytes.
+    /// The Secret's `.dockerconfigjson` reduced to its `auths` object
+    /// (`{"auths":{…}}`): whatever else the Secret held never reaches the
+    /// registry keychain.
     pub raw: Sensitive<Vec<u8>>,
     /// Parsed `auths` entries, in key order.
     pub auths: Vec<RegistryAuth>,
@@ -193,6 +195,18 @@ pub enum CredentialError {
         /// What is wrong (never the value).
         why: &'static str,
     },
+    /// The Secret names a credential helper or store. A pull Secret may carry
+    /// only `auths`: a helper is a program the agent would run, and only the
+    /// node's own docker config may choose one.
+    #[error(
+        "Secret {secret}: .dockerconfigjson sets {key}, which names a program for the agent to run; pull Secrets may carry only `auths` (configure credential helpers in the node's docker config, [auth] dockerConfig)"
+    )]
+    HelperNotAllowed {
+        /// The Secret's name.
+        secret: String,
+        /// `credsStore` or `credHelpers`.
+        key: &'static str,
+    },
     /// The Secret has no `.dockerconfigjson` key.
     #[error("Secret {secret} of type {DOCKER_CONFIG_JSON_TYPE} has no {DOCKER_CONFIG_JSON_KEY} key")]
     MissingKey {
@@ -200,6 +214,9 @@ pub enum CredentialError {
         secret: String,
     },
 }
+
+/// Top-level keys of a docker config that make the agent run a program.
+const HELPER_KEYS: [&str; 2] = ["credsStore", "credHelpers"];
 
 #[derive(Deserialize)]
 struct RawConfig {
@@ -222,7 +239,7 @@ pub fn parse_docker_config(secret: &str, raw: Vec<u8>) -> Result<PullSecret, Cre
     if raw.len() > MAX_DOCKER_CONFIG_BYTES {
         return Err(CredentialError::TooLarge { secret: secret_s(), len: raw.len() });
     }
-    let parsed: RawConfig = serde_json::from_slice(&raw).map_err(|e| CredentialError::Malformed {
+    let malformed = |e: serde_json::Error| CredentialError::Malformed {
         secret: secret_s(),
         what: match e.classify() {
             serde_json::error::Category::Io => "read error",
@@ -232,7 +249,15 @@ pub fn parse_docker_config(secret: &str, raw: Vec<u8>) -> Result<PullSecret, Cre
         },
         line: e.line(),
         column: e.column(),
-    })?;
+    };
+    let mut top: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&raw).map_err(malformed)?;
+    if let Some(key) = HELPER_KEYS.into_iter().find(|k| top.contains_key(*k)) {
+        return Err(CredentialError::HelperNotAllowed { secret: secret_s(), key });
+    }
+    let auths = top.remove("auths").unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    let only_auths = serde_json::Value::Object(serde_json::Map::from_iter([("auths".to_string(), auths)]));
+    let reduced = serde_json::to_vec(&only_auths).map_err(malformed)?;
+    let parsed: RawConfig = serde_json::from_value(only_auths).map_err(malformed)?;
     if parsed.auths.len() > MAX_AUTH_ENTRIES {
         return Err(CredentialError::BadEntry {
             secret: secret_s(),
@@ -267,7 +292,7 @@ pub fn parse_docker_config(secret: &str, raw: Vec<u8>) -> Result<PullSecret, Cre
         };
         auths.push(RegistryAuth { registry, credential });
     }
-    Ok(PullSecret { name: secret_s(), raw: Sensitive(raw), auths })
+    Ok(PullSecret { name: secret_s(), raw: Sensitive(reduced), auths })
 }
 
 #[cfg(test)]
@@ -292,7 +317,9 @@ mod tests {
             b64(&format!("ci:{PASSWORD}:with-colon"))
         );
         let s = parse_docker_config("pull", json.clone().into_bytes()).unwrap();
-        assert_eq!(s.raw.expose(), json.as_bytes());
+        let kept: serde_json::Value = serde_json::from_slice(s.raw.expose()).unwrap();
+        let given: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(kept, serde_json::json!({"auths": given["auths"]}), "only auths is kept");
         let by: BTreeMap<&str, &Credential> = s.auths.iter().map(|a| (a.registry.as_str(), &a.credential)).collect();
         assert_eq!(
             by["ghcr.io"],
@@ -328,6 +355,24 @@ mod tests {
         }
         let big = vec![b' '; MAX_DOCKER_CONFIG_BYTES + 1];
         assert!(matches!(parse_docker_config("pull", big), Err(CredentialError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn helpers_and_stores_in_a_secret_are_refused() {
+        let auth = format!(r#""auths":{{"ghcr.io":{{"auth":"{}"}}}}"#, b64("a:b"));
+        for (json, key) in [
+            (format!(r#"{{{auth},"credHelpers":{{"ghcr.io":"evil"}}}}"#), "credHelpers"),
+            (format!(r#"{{"credsStore":"evil",{auth}}}"#), "credsStore"),
+            (r#"{"credsStore":""}"#.to_string(), "credsStore"),
+        ] {
+            let e = parse_docker_config("pull", json.into_bytes()).expect_err(key);
+            assert_eq!(e, CredentialError::HelperNotAllowed { secret: "pull".into(), key });
+            assert!(e.to_string().contains("may carry only `auths`"), "{e}");
+        }
+        // Other keys are dropped, not passed on.
+        let s = parse_docker_config("pull", format!(r#"{{{auth},"HttpHeaders":{{"X":"y"}}}}"#).into_bytes()).unwrap();
+        assert!(!String::from_utf8_lossy(s.raw.expose()).contains("HttpHeaders"));
+        assert_eq!(s.auths.len(), 1);
     }
 
     #[tokio::test]

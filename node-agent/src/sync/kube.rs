@@ -10,7 +10,12 @@
 //! * a ConfigMap's keys (`data` and `binaryData`) become files in the
 //!   directory its `pullgate.io/path` annotation names (the root by default);
 //! * keys and paths must be safe names ([`super::files`]); two ConfigMaps
-//!   claiming one path is an error, never an override.
+//!   claiming one path is an error, never an override;
+//! * one owner per directory: two ConfigMaps naming the same directory are
+//!   both refused (see [`desired_files`]);
+//! * pull Secrets may carry only `auths`: a Secret naming `credsStore` or
+//!   `credHelpers` is refused, so no Secret author chooses a program the
+//!   agent runs (helpers come only from the node's own docker config).
 //!
 //! The set is written as a new generation ([`super::generation`]),
 //! validated with the same loader the engine uses, and only then switched
@@ -113,20 +118,38 @@ pub struct Desired {
 }
 
 /// Turns ConfigMaps into the desired file set, or every problem found.
+///
+/// One owner per directory: every directory of the config tree (the root
+/// included) receives files from at most one ConfigMap. When two or more
+/// ConfigMaps with usable keys name the same directory, all of them are
+/// refused and reported and none of their files is written, so a second
+/// ConfigMap can never add a file (a CA certificate) to a directory another
+/// one fills, and no name wins by sorting first.
 pub fn desired_files(cms: &[Arc<ConfigMap>]) -> Result<Desired, Vec<Problem>> {
     let mut sorted: Vec<&ConfigMap> = cms.iter().map(|c| c.as_ref()).collect();
     sorted.sort_by_key(|c| c.name_any());
     let mut out = Desired { files: FileSet::new(), owners: BTreeMap::new() };
     let mut problems = Vec::new();
+    let mut placed: Vec<(&ConfigMap, String)> = Vec::new();
     for cm in sorted {
         let name = cm.name_any();
-        let blame = |message: String| Problem { message, configmaps: vec![name.clone()] };
         let dir = cm.annotations().get(PATH_ANNOTATION).map(String::as_str).unwrap_or("");
         let dir = dir.strip_suffix('/').unwrap_or(dir);
-        if let Err(e) = files::check_dir(dir) {
-            problems.push(blame(format!("ConfigMap {name}: annotation {PATH_ANNOTATION}={dir:?}: {e}")));
+        match files::check_dir(dir) {
+            Ok(()) => placed.push((cm, dir.to_string())),
+            Err(e) => problems.push(Problem {
+                message: format!("ConfigMap {name}: annotation {PATH_ANNOTATION}={dir:?}: {e}"),
+                configmaps: vec![name],
+            }),
+        }
+    }
+    let refused = shared_directories(&placed, &mut problems);
+    for (cm, dir) in placed {
+        let name = cm.name_any();
+        if refused.contains(&name) {
             continue;
         }
+        let blame = |message: String| Problem { message, configmaps: vec![name.clone()] };
         let text = cm.data.iter().flatten().map(|(k, v)| (k, v.as_bytes()));
         let binary = cm.binary_data.iter().flatten().map(|(k, v)| (k, v.0.as_slice()));
         for (key, bytes) in text.chain(binary) {
@@ -134,31 +157,61 @@ pub fn desired_files(cms: &[Arc<ConfigMap>]) -> Result<Desired, Vec<Problem>> {
                 problems.push(blame(format!("ConfigMap {name}: key {key:?}: {e}")));
                 continue;
             }
-            let path = files::join(dir, key);
+            let path = files::join(&dir, key);
             match out.files.insert(&path, bytes.to_vec()) {
                 Ok(()) => {
                     out.owners.insert(path, name.clone());
                 }
                 Err(FileSetError::Conflict { path, existing }) => {
                     let other = out.owners.get(&existing).cloned().unwrap_or_default();
-                    let message = if other == name {
-                        format!(
-                            "ConfigMap {name} claims {path:?} twice (in data and binaryData, or as file and directory)"
-                        )
-                    } else {
-                        format!(
-                            "ConfigMaps {other} and {name} both claim {path:?} (clashing with {existing:?}); give one of them another {PATH_ANNOTATION}"
-                        )
-                    };
-                    let mut configmaps = vec![other, name.clone()];
-                    configmaps.dedup();
-                    problems.push(Problem { message, configmaps });
+                    problems.push(clash(&name, other, &path, &existing));
                 }
                 Err(e) => problems.push(blame(format!("ConfigMap {name}: {e}"))),
             }
         }
     }
     if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+/// The ConfigMaps refused because another one with usable keys names the
+/// same directory; one problem per shared directory, naming all of them.
+fn shared_directories(placed: &[(&ConfigMap, String)], problems: &mut Vec<Problem>) -> BTreeSet<String> {
+    let mut by_dir: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (cm, dir) in placed {
+        let keys = cm.data.iter().flat_map(|d| d.keys()).chain(cm.binary_data.iter().flat_map(|d| d.keys()));
+        // A ConfigMap with no usable key writes nothing and owns nothing
+        // (its bad keys are reported on their own).
+        if keys.into_iter().any(|k| files::check_name(k).is_ok()) {
+            by_dir.entry(dir.as_str()).or_default().push(cm.name_any());
+        }
+    }
+    let mut refused = BTreeSet::new();
+    for (dir, names) in by_dir.into_iter().filter(|(_, n)| n.len() > 1) {
+        let place = if dir.is_empty() { "the config root".to_string() } else { format!("directory {dir:?}") };
+        problems.push(Problem {
+            message: format!(
+                "ConfigMaps {} all write into {place}; a directory belongs to exactly one ConfigMap, so none of them is applied: merge them into one ConfigMap or give each its own {PATH_ANNOTATION}",
+                names.join(", ")
+            ),
+            configmaps: names.clone(),
+        });
+        refused.extend(names);
+    }
+    refused
+}
+
+/// Two ConfigMaps (or one, twice) claiming a path or a file/directory clash.
+fn clash(name: &str, other: String, path: &str, existing: &str) -> Problem {
+    let message = if other == name {
+        format!("ConfigMap {name} claims {path:?} twice (in data and binaryData, or as file and directory)")
+    } else {
+        format!(
+            "ConfigMaps {other} and {name} both claim {path:?} (clashing with {existing:?}); give one of them another {PATH_ANNOTATION}"
+        )
+    };
+    let mut configmaps = vec![other, name.to_string()];
+    configmaps.dedup();
+    Problem { message, configmaps }
 }
 
 /// The ConfigMaps to blame for a config that failed validation: the owners
@@ -619,18 +672,55 @@ mod tests {
     }
 
     #[test]
-    fn two_configmaps_claiming_a_path_is_a_problem_for_both() {
+    fn a_file_where_another_configmap_needs_a_directory_is_a_problem_for_both() {
         let p = desired_files(&[
-            cm("a-main", None, &[("pullgate.toml", "x")]),
-            cm("b-main", None, &[("pullgate.toml", "y")]),
-            cm("c-file", None, &[("truststore", "z")]),
-            cm("d-dir", Some("truststore/x509"), &[("ca.pem", "w")]),
+            cm("main", None, &[("pullgate.toml", "x")]),
+            cm("c-file", Some("trust"), &[("x509", "z")]),
+            cm("d-dir", Some("trust/x509"), &[("ca.pem", "w")]),
         ])
         .unwrap_err();
-        assert_eq!(p.len(), 2, "{p:#?}");
-        assert_eq!(p[0].configmaps, ["a-main", "b-main"]);
-        assert!(p[0].message.contains("both claim \"pullgate.toml\""), "{}", p[0].message);
-        assert_eq!(p[1].configmaps, ["c-file", "d-dir"]);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_eq!(p[0].configmaps, ["c-file", "d-dir"]);
+        assert!(p[0].message.contains("clashing with \"trust/x509\""), "{}", p[0].message);
+    }
+
+    #[test]
+    fn a_directory_belongs_to_one_configmap_whatever_the_names() {
+        // A second ConfigMap adding a CA to another's trust store directory,
+        // with a name sorting before and after the owner's.
+        let store = "notation/truststore/x509/ca/acme";
+        for attacker in ["aaa-evil", "zzz-evil"] {
+            let p = desired_files(&[
+                cm("main", None, &[("pullgate.toml", "x")]),
+                cm("trust-acme", Some(store), &[("root.pem", "A")]),
+                cm(attacker, Some(&format!("{store}/")), &[("evil.pem", "E")]),
+            ])
+            .unwrap_err();
+            assert_eq!(p.len(), 1, "{p:#?}");
+            let mut both = vec!["trust-acme".to_string(), attacker.to_string()];
+            both.sort();
+            assert_eq!(p[0].configmaps, both);
+            assert!(p[0].message.contains(&format!("directory {store:?}")), "{}", p[0].message);
+        }
+        // The root is a directory like any other.
+        let p = desired_files(&[cm("a-main", None, &[("pullgate.toml", "x")]), cm("b-extra", None, &[("x.pem", "y")])])
+            .unwrap_err();
+        assert_eq!(p[0].configmaps, ["a-main", "b-extra"]);
+        assert!(p[0].message.contains("the config root"), "{}", p[0].message);
+        // A ConfigMap whose keys are all unusable writes nothing and owns nothing.
+        let p = desired_files(&[cm("main", None, &[("pullgate.toml", "x")]), cm("bad", None, &[("../x", "y")])])
+            .unwrap_err();
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_eq!(p[0].configmaps, ["bad"]);
+        // A directory below another ConfigMap's directory is a directory of its own.
+        let d = desired_files(&[
+            cm("main", None, &[("pullgate.toml", "x")]),
+            cm("policy", Some("notation"), &[("trustpolicy.json", "{}")]),
+            cm("trust-acme", Some(store), &[("root.pem", "A")]),
+        ])
+        .unwrap();
+        assert_eq!(d.owners[&format!("{store}/root.pem")], "trust-acme");
+        assert_eq!(d.owners["notation/trustpolicy.json"], "policy");
     }
 
     #[test]
