@@ -155,6 +155,10 @@ fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+fn json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap()
+}
+
 fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -319,8 +323,8 @@ async fn conflicting_paths_are_reported_on_both_configmaps() {
     let at = [(PATH, "truststore/x509/ca/acme")];
     api.apply(Kind::ConfigMap, configmap("trust-a", &[CONFIG_LABEL], &at, &[("root.pem", "A")]));
     api.apply(Kind::ConfigMap, configmap("trust-b", &[CONFIG_LABEL], &at, &[("root.pem", "B")]));
-    eventually("the conflict", async || agent.error().contains("trust-a and trust-b both claim")).await;
-    assert!(agent.error().contains("truststore/x509/ca/acme/root.pem"), "{}", agent.error());
+    eventually("the conflict", async || agent.error().contains("ConfigMaps trust-a, trust-b all write into")).await;
+    assert!(agent.error().contains("directory \"truststore/x509/ca/acme\""), "{}", agent.error());
     eventually("Events on both", async || {
         !events_with(&api, "InvalidConfig", "trust-a").is_empty()
             && !events_with(&api, "InvalidConfig", "trust-b").is_empty()
@@ -335,6 +339,77 @@ async fn conflicting_paths_are_reported_on_both_configmaps() {
         .await;
     assert_eq!(std::fs::read_to_string(&pem).unwrap(), "A");
     assert_eq!(agent.error(), "");
+    agent.stop().await;
+}
+
+/// The attack: a second labelled ConfigMap names another one's trust-store
+/// directory to add its own CA. Whatever its name sorts as, it is refused,
+/// its file never reaches the disk, and both ConfigMaps get an Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_configmap_cannot_add_a_ca_to_another_trust_store() {
+    let api = ApiServer::start().await;
+    let store = "notation/truststore/x509/ca/acme";
+    api.apply(Kind::ConfigMap, main_cm(DENY_ALL));
+    api.apply(Kind::ConfigMap, configmap("trust-acme", &[CONFIG_LABEL], &[(PATH, store)], &[("root.pem", "OWNER")]));
+    let state = tempfile::tempdir().unwrap();
+    let agent = Agent::start(api.client(), state.path());
+    let owned = agent.gens.current_link().join(store).join("root.pem");
+    eventually("the owner's trust store", async || owned.is_file() && agent.generation().is_some()).await;
+    let good = agent.generation().unwrap();
+
+    for (attacker, path) in [("aaa-evil", store.to_string()), ("zzz-evil", format!("{store}/"))] {
+        let evil = configmap(attacker, &[CONFIG_LABEL], &[(PATH, &path)], &[("evil-ca.pem", "ATTACKER")]);
+        api.apply(Kind::ConfigMap, evil);
+        eventually("the refusal", async || agent.error().contains(attacker)).await;
+        let error = agent.error();
+        assert!(error.contains("trust-acme") && error.contains("belongs to exactly one ConfigMap"), "{error}");
+        eventually("Events on both", async || {
+            !events_with(&api, "InvalidConfig", attacker).is_empty()
+                && !events_with(&api, "InvalidConfig", "trust-acme").is_empty()
+        })
+        .await;
+        let ev = &events_with(&api, "InvalidConfig", attacker)[0];
+        assert!(ev["message"].as_str().unwrap().contains(store), "{ev}");
+        assert!(events_with(&api, "InvalidConfig", "pullgate-main").is_empty(), "the main ConfigMap is not blamed");
+        assert_eq!(agent.generation().as_deref(), Some(good.as_str()), "the last good config stays");
+        for (file, bytes) in all_files(state.path()) {
+            assert!(!file.ends_with("evil-ca.pem") && !contains(&bytes, "ATTACKER"), "{}", file.display());
+        }
+        assert_eq!(std::fs::read_to_string(&owned).unwrap(), "OWNER");
+        assert!(api.delete(Kind::ConfigMap, attacker));
+        eventually("the error to clear", async || agent.error().is_empty()).await;
+        assert_eq!(agent.generation().as_deref(), Some(good.as_str()));
+    }
+    agent.stop().await;
+}
+
+/// A pull Secret naming a credential helper is refused with a reason, and
+/// its content never reaches the credential store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_secret_naming_a_credential_helper_is_refused() {
+    let ty = "kubernetes.io/dockerconfigjson";
+    let api = ApiServer::start().await;
+    api.apply(Kind::ConfigMap, main_cm(DENY_ALL));
+    let good = r#"{"auths":{"ghcr.io":{"username":"u","password":"p"}}}"#;
+    api.apply(Kind::Secret, secret("good", &[AUTH_LABEL], ty, &[(".dockerconfigjson", good.as_bytes())]));
+    for (name, body) in [
+        ("helper", r#"{"auths":{},"credHelpers":{"ghcr.io":"evil"}}"#),
+        ("store", r#"{"auths":{"quay.io":{"username":"u","password":"p"}},"credsStore":"evil"}"#),
+    ] {
+        api.apply(Kind::Secret, secret(name, &[AUTH_LABEL], ty, &[(".dockerconfigjson", body.as_bytes())]));
+    }
+    let state = tempfile::tempdir().unwrap();
+    let agent = Agent::start(api.client(), state.path());
+    eventually("the credentials", async || !agent.creds.snapshot().secrets.is_empty()).await;
+    for (name, key) in [("helper", "credHelpers"), ("store", "credsStore")] {
+        eventually("an Event", async || !events_with(&api, "InvalidRegistryAuth", name).is_empty()).await;
+        let ev = &events_with(&api, "InvalidRegistryAuth", name)[0];
+        let msg = ev["message"].as_str().unwrap();
+        assert!(msg.contains(key) && msg.contains("may carry only `auths`"), "{msg}");
+    }
+    let snap = agent.creds.snapshot();
+    assert_eq!(snap.secrets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["good"]);
+    assert!(snap.auths().all(|a| a.registry == "ghcr.io"), "nothing of the refused Secrets is used");
     agent.stop().await;
 }
 
@@ -363,7 +438,7 @@ async fn pull_secrets_stay_in_memory_and_out_of_logs() {
     eventually("the first generation", async || agent.generation().is_some()).await;
     let snap = agent.creds.snapshot();
     assert_eq!(snap.secrets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["regcred"]);
-    assert_eq!(snap.secrets[0].raw.expose(), docker.as_bytes());
+    assert_eq!(json(snap.secrets[0].raw.expose()), json(docker.as_bytes()), "the auths, nothing else");
     let auths: Vec<_> = snap.auths().collect();
     assert_eq!(auths.len(), 2);
     assert_eq!(auths[0].registry, "ghcr.io");
@@ -385,7 +460,10 @@ async fn pull_secrets_stay_in_memory_and_out_of_logs() {
     // Rotation and deletion reach the store.
     let rotated = docker.replace(&password2, &format!("{password2}-rotated"));
     api.apply(Kind::Secret, secret("regcred", &[AUTH_LABEL], ty, &[(".dockerconfigjson", rotated.as_bytes())]));
-    eventually("the rotation", async || agent.creds.snapshot().secrets[0].raw.expose() == rotated.as_bytes()).await;
+    eventually("the rotation", async || {
+        json(agent.creds.snapshot().secrets[0].raw.expose()) == json(rotated.as_bytes())
+    })
+    .await;
     api.delete(Kind::Secret, "regcred");
     eventually("the deletion", async || agent.creds.snapshot().secrets.is_empty()).await;
 
@@ -569,4 +647,113 @@ async fn agent_binary_in_kubernetes_mode() {
     assert!(!socket.exists(), "the socket is removed");
     let log = log.lock().unwrap();
     assert!(log.contains("watching ConfigMaps and pull Secrets") && log.contains("config generation applied"), "{log}");
+}
+
+/// A registry double that challenges every request for Basic credentials,
+/// so the agent looks credentials up (and would run a helper) for it.
+fn challenging_registry() -> u16 {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let _ = conn.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    port
+}
+
+/// The binary, with a credential helper on its PATH that leaves a marker
+/// file when run: a labelled pull Secret naming it never makes the agent run
+/// it, while the node's own docker config naming it does (the control that
+/// shows the marker would appear).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_secret_never_makes_the_agent_run_a_helper() {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let api = ApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = dir.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    let marker = dir.path().join("helper-ran");
+    let helper = bin_dir.join("docker-credential-pgmarker");
+    let script = format!(
+        "#!/bin/sh\ntouch '{}'\ncat >/dev/null\necho '{{\"ServerURL\":\"x\",\"Username\":\"u\",\"Secret\":\"p\"}}'\n",
+        marker.display()
+    );
+    std::fs::write(&helper, script).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = challenging_registry();
+    let host = format!("127.0.0.1:{port}");
+
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let socket = dir.path().join("agent.sock");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pullgate-agent"))
+        .args(["run", "--kubernetes", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .arg("--socket")
+        .arg(&socket)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", NS)
+        .env("NODE_NAME", "node-7")
+        .env("PATH", format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default()))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let uid = nix::unistd::getuid().as_raw();
+    let key =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/cosign/keys/cosign.pub"))
+            .unwrap();
+    let policy = |auth: &str| {
+        format!(
+            "allowedUids = [0, {uid}]\n{auth}\n[[scopes]]\nname = \"signed\"\nimages = [\"{host}/**\"]\naction = \"verify\"\nverify = {{ require = [\"cosign\"] }}\n[registries.\"{host}\"]\ninsecure = true\n[sigstore]\nkeys = [\"cosign.pub\"]\nrequireTlog = false\n"
+        )
+    };
+    let main = |toml: String| {
+        configmap("pullgate-main", &[CONFIG_LABEL], &[], &[("pullgate.toml", &toml), ("cosign.pub", &key)])
+    };
+    api.apply(Kind::ConfigMap, main(policy("")));
+    let evil = format!(r#"{{"auths":{{}},"credHelpers":{{"{host}":"pgmarker"}},"credsStore":"pgmarker"}}"#);
+    let ty = "kubernetes.io/dockerconfigjson";
+    api.apply(Kind::Secret, secret("evil", &[AUTH_LABEL], ty, &[(".dockerconfigjson", evil.as_bytes())]));
+
+    let ask = |reference: &str| -> Option<Response> {
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).ok()?;
+        let mut line = serde_json::to_vec(&pullgate_wire::Request::Verify(request(reference))).unwrap();
+        line.push(b'\n');
+        s.write_all(&line).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        serde_json::from_str(&out).ok()
+    };
+    let image = format!("{host}/acme/app:1");
+    let decided = || matches!(ask(&image), Some(Response::Decision(_)));
+    eventually("the Secret refused", async || !events_with(&api, "InvalidRegistryAuth", "evil").is_empty()).await;
+    eventually("a decision", async || decided()).await;
+    // The decision was reached through the registry's challenge, so a
+    // credential was looked up: the Secret's helper would have run by now.
+    let Some(Response::Decision(d)) = ask(&image) else { panic!("no decision") };
+    assert_eq!(d.verdict, Verdict::Deny, "{d:?}");
+    assert!(!marker.exists(), "a pull Secret made the agent run a credential helper");
+
+    // Control: the node's own docker config may name the helper, and it runs.
+    let docker_config = dir.path().join("docker-config.json");
+    std::fs::write(&docker_config, format!(r#"{{"credHelpers":{{"{host}":"pgmarker"}}}}"#)).unwrap();
+    api.apply(Kind::ConfigMap, main(policy(&format!("[auth]\ndockerConfig = \"{}\"", docker_config.display()))));
+    eventually("the node's helper to run", async || {
+        let _ = ask(&image);
+        marker.exists()
+    })
+    .await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let _ = child.wait();
 }
