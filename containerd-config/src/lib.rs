@@ -16,8 +16,10 @@ pub mod dump;
 pub mod duration;
 pub mod edit;
 pub mod hosts;
+pub mod install_state;
 pub mod load;
 pub mod model;
+pub mod probe;
 pub mod socket;
 pub mod version;
 

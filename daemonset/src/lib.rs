@@ -14,7 +14,7 @@
 pub mod files;
 pub mod install;
 pub mod restart;
-pub mod state;
+pub use pullgate_containerd::install_state as state;
 pub mod uninstall;
 
 pub use install::{InstallError, Options, install};

@@ -67,6 +67,39 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the node's containerd and verifier files are (run's coverage checks and doctor).
+#[derive(clap::Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// Where the host's root filesystem is mounted (a container mounting it at /host passes /host).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    host_root: PathBuf,
+    /// containerd's main config file (host path).
+    #[arg(long, value_name = "PATH", default_value = "/etc/containerd/config.toml")]
+    containerd_config: PathBuf,
+    /// The containerd binary, for `config dump` and its version [default: PATH and the usual places; never under a --host-root other than /].
+    #[arg(long, value_name = "PATH")]
+    containerd_bin: Option<PathBuf>,
+    /// containerd's socket (host path) [default: grpc.address from its config].
+    #[arg(long, value_name = "PATH")]
+    containerd_socket: Option<PathBuf>,
+    /// The verifier's config file (host path).
+    #[arg(long, value_name = "PATH", default_value = pullgate_wire::DEFAULT_CONFIG_PATH)]
+    verifier_config: PathBuf,
+}
+
+impl NodeArgs {
+    fn inputs(&self) -> pullgate_containerd::probe::Inputs {
+        pullgate_containerd::probe::Inputs {
+            host_root: pullgate_containerd::HostRoot::new(&self.host_root),
+            containerd_config: self.containerd_config.clone(),
+            containerd_bin: self.containerd_bin.clone(),
+            containerd_socket: self.containerd_socket.clone(),
+            verifier_config: self.verifier_config.clone(),
+            agent_protocol: PROTOCOL_VERSION,
+        }
+    }
+}
+
 /// The agent's commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -114,6 +147,15 @@ pub enum Command {
         /// Allow a --metrics-addr that is not a loopback address (the endpoint has no authentication).
         #[arg(long)]
         metrics_allow_remote: bool,
+        /// Where containerd and the verifier's files are, for the coverage checks.
+        #[command(flatten)]
+        node: NodeArgs,
+        /// How often to re-check node coverage (also re-checked when containerd's config changes).
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+        coverage_interval: Duration,
+        /// Do not check node coverage (e.g. the agent runs where containerd is not).
+        #[arg(long)]
+        no_coverage: bool,
     },
     /// Decide once on an image with the daemon's engine and config: no
     /// socket, no cache shared with a running agent. Exit 0 allow, 1 deny,
@@ -162,6 +204,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check that every pull on this node reaches pullgate: containerd's version and
+    /// config, bin_dir, verifier.json, the installed verifier and the agent. Exit 0 only
+    /// when covered; 1 with one finding per problem otherwise.
+    Doctor {
+        /// Where containerd and the verifier's files are.
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Socket of the running agent.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET_PATH)]
+        socket: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the running agent for its generation, mode, uptime and counters.
     Status {
         /// Socket of the running agent.
@@ -190,6 +246,9 @@ pub fn main(cli: Cli) -> ExitCode {
             log_format,
             metrics_addr,
             metrics_allow_remote,
+            node,
+            coverage_interval,
+            no_coverage,
         } => {
             init_tracing(log_format, "info");
             // The default address is best effort; an address asked for must be served.
@@ -248,7 +307,8 @@ pub fn main(cli: Cli) -> ExitCode {
                 opts.group = Some(g);
                 opts.mode = 0o660;
             }
-            match run(source, state_dir, opts, metrics_listen) {
+            let coverage = (!no_coverage).then(|| (node.inputs(), coverage_interval));
+            match run(source, state_dir, opts, metrics_listen, coverage) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -265,6 +325,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::CheckConfig { dir } => check_config(&dir),
         Command::Explain { id_or_digest, state_dir, json } => edge(explain(&id_or_digest, &state_dir, json)),
         Command::Status { socket, json } => edge(status(&socket, json)),
+        Command::Doctor { node, socket, json } => doctor(&node, &socket, json),
     }
 }
 
@@ -329,6 +390,7 @@ fn run(
     state_dir: PathBuf,
     opts: ServerOptions,
     metrics_listen: Option<MetricsOptions>,
+    coverage: Option<(pullgate_containerd::probe::Inputs, Duration)>,
 ) -> anyhow::Result<()> {
     create_private_dir(&state_dir).with_context(|| format!("creating state directory {}", state_dir.display()))?;
     let log = DecisionLog::open(&state_dir, report::DEFAULT_ROTATE_BYTES)?;
@@ -404,6 +466,7 @@ fn run(
         let listener = server::bind(&opts)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let metrics_task = metrics_listener.map(|l| tokio::spawn(metrics::serve(l, metrics.clone(), rx.clone())));
+        let event_client = client.clone();
         let sync_task = match (source, client) {
             (Source::Kubernetes(k), Some(client)) => {
                 tokio::spawn(feed_pull_secrets(credentials.clone(), engine.clone(), rx.clone()));
@@ -414,6 +477,15 @@ fn run(
             }
             (Source::Kubernetes(_), None) => bail!("no Kubernetes client"),
         };
+        let coverage_task = coverage.map(|(inputs, interval)| {
+            let events = event_client.and_then(|client| {
+                let pod = std::env::var("POD_NAME").ok()?;
+                let namespace = std::env::var("POD_NAMESPACE").ok()?;
+                Some(crate::coverage::EventTarget { client, namespace, pod, node: instance_name() })
+            });
+            let opts = crate::coverage::Options { inputs, interval, events };
+            tokio::spawn(crate::coverage::run(opts, engine.clone(), metrics.clone(), rx.clone()))
+        });
         let signals = tokio::spawn(handle_signals(handlers, engine.clone(), tx));
         server::serve(listener, engine.clone(), opts, rx).await;
         engine.flush();
@@ -421,6 +493,9 @@ fn run(
         signals.abort();
         if tokio::time::timeout(Duration::from_secs(5), sync_task).await.is_err() {
             tracing::warn!("the config sync did not stop within 5 s");
+        }
+        if let Some(task) = coverage_task {
+            task.abort();
         }
         if let Some(task) = metrics_task
             && tokio::time::timeout(Duration::from_secs(5), task).await.is_err()
@@ -615,6 +690,98 @@ fn explain(id_or_digest: &str, state_dir: &Path, json: bool) -> anyhow::Result<(
 }
 
 fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
+    let st = agent_status(socket)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(());
+    }
+    println!("agent       pullgate-agent {}", st.agent_version);
+    println!("uptime      {}", humantime::format_duration(Duration::from_secs(st.uptime_secs)));
+    println!("generation  {}", st.generation.as_deref().unwrap_or("none"));
+    println!("mode        {}", st.mode.as_deref().unwrap_or("-"));
+    match (&st.config_error, &st.generation) {
+        (Some(e), Some(_)) => println!("config      newest REJECTED, last good in force: {e}"),
+        (Some(e), None) => println!("config      NONE, every pull gets the failure policy: {e}"),
+        (None, _) => {}
+    }
+    if let Some(c) = &st.coverage {
+        println!("coverage    {c}");
+    }
+    for (k, v) in &st.counters {
+        println!("{k:<20}{v}");
+    }
+    Ok(())
+}
+
+/// `doctor`: the node checks, plus the agent's health over its socket.
+fn doctor(node: &NodeArgs, socket: &Path, json: bool) -> ExitCode {
+    use pullgate_containerd::checks::{Finding, Severity};
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pullgate-agent doctor: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let obs = rt.block_on(pullgate_containerd::probe::observe(&node.inputs()));
+    let mut findings = obs.findings.clone();
+    let mut agent = Vec::new();
+    let problem = |check, problem: String, fix: &str| Finding {
+        check,
+        severity: Severity::Error,
+        key: None,
+        file: None,
+        problem,
+        fix: fix.into(),
+    };
+    match agent_status(socket) {
+        Ok(st) => {
+            agent.push((
+                "agent".to_string(),
+                format!(
+                    "{}: pullgate-agent {}, generation {}, mode {}",
+                    socket.display(),
+                    st.agent_version,
+                    st.generation.as_deref().unwrap_or("none"),
+                    st.mode.as_deref().unwrap_or("-")
+                ),
+            ));
+            if st.generation.is_none() {
+                findings.push(problem(
+                    "agent-config",
+                    format!(
+                        "the agent has no valid config ({}): every pull gets the verifier's failure policy",
+                        st.config_error.unwrap_or_default()
+                    ),
+                    "fix the config (pullgate-agent check-config DIR) or its ConfigMaps",
+                ));
+            }
+        }
+        Err(e) => {
+            agent.push(("agent".to_string(), format!("{}: unreachable", socket.display())));
+            findings.push(problem(
+                "agent",
+                format!("{e:#}: every pull gets the verifier's failure policy"),
+                "start the agent (kubectl -n pullgate-system get pods), or point --socket at it",
+            ));
+        }
+    }
+    findings.sort_by_key(|f| f.severity != Severity::Error);
+    let covered = pullgate_containerd::checks::covered(&findings);
+    if json {
+        let mut v = serde_json::to_value(&obs).unwrap_or_default();
+        v["covered"] = serde_json::Value::Bool(covered);
+        v["findings"] = serde_json::to_value(&findings).unwrap_or_default();
+        v["agent"] = serde_json::Value::String(agent.first().map(|a| a.1.clone()).unwrap_or_default());
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        print!("{}", crate::coverage::render(&obs, &agent, &findings));
+    }
+    if covered { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Asks the agent at `socket` for its status.
+fn agent_status(socket: &Path) -> anyhow::Result<pullgate_wire::StatusResponse> {
     let mut s = std::os::unix::net::UnixStream::connect(socket)
         .with_context(|| format!("connecting to the agent at {}; is it running?", socket.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -624,23 +791,8 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
     let mut answer = Vec::new();
     s.take(pullgate_wire::MAX_RESPONSE_BYTES as u64).read_to_end(&mut answer).context("reading the status")?;
     match serde_json::from_slice::<Response>(&answer).context("the agent's answer is not understood")? {
-        Response::Status(st) if json => println!("{}", serde_json::to_string_pretty(&st)?),
-        Response::Status(st) => {
-            println!("agent       pullgate-agent {}", st.agent_version);
-            println!("uptime      {}", humantime::format_duration(Duration::from_secs(st.uptime_secs)));
-            println!("generation  {}", st.generation.as_deref().unwrap_or("none"));
-            println!("mode        {}", st.mode.as_deref().unwrap_or("-"));
-            match (&st.config_error, &st.generation) {
-                (Some(e), Some(_)) => println!("config      newest REJECTED, last good in force: {e}"),
-                (Some(e), None) => println!("config      NONE, every pull gets the failure policy: {e}"),
-                (None, _) => {}
-            }
-            for (k, v) in &st.counters {
-                println!("{k:<20}{v}");
-            }
-        }
+        Response::Status(st) => Ok(st),
         Response::Error { message } => bail!("the agent refused: {message}"),
         Response::Decision(_) => bail!("the agent answered with a decision, not a status"),
     }
-    Ok(())
 }

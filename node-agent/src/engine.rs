@@ -75,6 +75,8 @@ pub struct Engine {
     observer: Option<pullgate_registry::RequestObserver>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     content: Option<Arc<dyn pullgate_registry::ContentStore>>,
+    /// The last coverage verdict (see `coverage`), shown by `status`.
+    coverage: RwLock<Option<String>>,
 }
 
 impl Engine {
@@ -101,6 +103,7 @@ impl Engine {
             observer: None,
             metrics: None,
             content: None,
+            coverage: RwLock::new(None),
         }
     }
 
@@ -276,7 +279,13 @@ impl Engine {
             mode: cur.loaded.as_ref().map(|l| l.config.mode.as_str().to_string()),
             config_error: cur.error.clone(),
             counters,
+            coverage: self.coverage.read().unwrap_or_else(|p| p.into_inner()).clone(),
         }
+    }
+
+    /// Records the node's coverage verdict for `status`.
+    pub fn set_coverage(&self, verdict: String) {
+        *self.coverage.write().unwrap_or_else(|p| p.into_inner()) = Some(verdict);
     }
 
     /// Decides on one pull and records the report. Never fails: problems

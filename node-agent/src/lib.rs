@@ -18,6 +18,7 @@
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod coverage;
 pub mod engine;
 pub mod flight;
 pub mod metrics;

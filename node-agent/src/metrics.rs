@@ -83,6 +83,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GenerationLabels {
     generation: String,
 }
@@ -127,6 +132,8 @@ pub struct Metrics {
     generation: Mutex<Option<String>>,
     reloads: Family<ResultLabels, Counter>,
     sync_errors: Counter,
+    coverage: Family<ReasonLabels, Gauge>,
+    coverage_reason: Mutex<Option<String>>,
 }
 
 impl Default for Metrics {
@@ -189,6 +196,12 @@ impl Metrics {
             "Config sync errors (API server unreachable, unparsable Secret, generation not written)",
             sync_errors.clone(),
         );
+        let coverage = Family::<ReasonLabels, Gauge>::default();
+        registry.register(
+            "pullgate_node_coverage",
+            "1 when every pull on this node reaches pullgate, 0 when some are bypassed; reason names the first failed check (\"ok\" when covered)",
+            coverage.clone(),
+        );
         // Series that exist from the start, so ratios and increases are defined at zero.
         for result in ["hit", "miss"] {
             cache_requests.get_or_create(&ResultLabels { result }).inc_by(0);
@@ -206,7 +219,21 @@ impl Metrics {
             generation: Mutex::new(None),
             reloads,
             sync_errors,
+            coverage,
+            coverage_reason: Mutex::new(None),
         }
+    }
+
+    /// Sets `pullgate_node_coverage`: 1 with reason `ok` when covered, else 0 with the
+    /// failed check's name. Only the newest reason has a series.
+    pub fn set_coverage(&self, covered: bool, reason: &str) {
+        let reason: String = reason.chars().take(MAX_GENERATION_LABEL).collect();
+        let mut current = self.coverage_reason.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = current.as_ref().filter(|old| **old != reason) {
+            self.coverage.remove(&ReasonLabels { reason: old.clone() });
+        }
+        self.coverage.get_or_create(&ReasonLabels { reason: reason.clone() }).set(i64::from(covered));
+        *current = Some(reason);
     }
 
     /// Records one decision: `verdict` is `allow` or `deny`, `mode` is

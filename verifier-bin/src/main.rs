@@ -34,7 +34,7 @@ fn main() {
     let started = Instant::now();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if argv.len() == 1 && argv[0] == "--version" {
-        println!("pullgate-verifier {}", env!("CARGO_PKG_VERSION"));
+        println!("pullgate-verifier {} protocol {PROTOCOL_VERSION}", env!("CARGO_PKG_VERSION"));
         std::process::exit(0);
     }
 

@@ -97,6 +97,7 @@ impl Response {
                     mode: short(&s.mode),
                     config_error: s.config_error.as_deref().map(|e| text(e, MAX_REASON_BYTES, TRUNCATED)),
                     counters,
+                    coverage: s.coverage.as_deref().map(|c| text(c, MAX_REASON_BYTES, TRUNCATED)),
                 })
             }
         }
@@ -120,6 +121,7 @@ impl Response {
                 mode: None,
                 config_error: Some("the status is too long to send".into()),
                 counters: BTreeMap::new(),
+                coverage: None,
             }),
         }
     }
@@ -202,8 +204,9 @@ mod tests {
                 uptime_secs: 1,
                 generation: Some(message.clone()),
                 mode: Some(key.clone()),
-                config_error: Some(message),
+                config_error: Some(message.clone()),
                 counters,
+                coverage: Some(message),
             });
             let Response::Status(back) = check_line(&s.encode_line()) else { panic!("not a status") };
             prop_assert!(back.counters.len() <= MAX_COUNTERS);

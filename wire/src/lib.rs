@@ -162,6 +162,10 @@ pub struct StatusResponse {
     pub config_error: Option<String>,
     /// Decision counters by kind.
     pub counters: BTreeMap<String, u64>,
+    /// Whether every pull on the node reaches pullgate, from the agent's last
+    /// coverage check: `covered`, or `bypassed: CHECK: problem` (absent when not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<String>,
 }
 
 #[cfg(test)]

@@ -165,8 +165,9 @@ proptest! {
             uptime_secs: 1,
             generation: Some(reason.clone()),
             mode: Some(id),
-            config_error: Some(reason),
+            config_error: Some(reason.clone()),
             counters,
+            coverage: Some(reason),
         });
         prop_assert!(matches!(assert_line_contract(&status)?, Response::Status(_)));
     }

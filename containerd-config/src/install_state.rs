@@ -1,4 +1,5 @@
-//! What the installer did on this node, so a second run changes nothing and
+//! What the installer did on this node (shared by `pullgate-install` and the agent's
+//! doctor), so a second run changes nothing and
 //! `uninstall` undoes exactly that: `/etc/pullgate/install/state.json`, with the
 //! original bytes of every containerd file it changed under `backup/`.
 
