@@ -6,8 +6,13 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// The state file's directory under the host's `/etc/pullgate`.
+/// The state file's directory on a default install (beside `/etc/pullgate/verifier.json`).
 pub const STATE_DIR: &str = "/etc/pullgate/install";
+
+/// The state directory (host path) for a verifier.json at `verifier_config`: `install/` beside it.
+pub fn state_dir_for(verifier_config: &Path) -> PathBuf {
+    verifier_config.parent().unwrap_or(Path::new("/etc/pullgate")).join("install")
+}
 
 /// One containerd file the installer changed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

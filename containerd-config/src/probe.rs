@@ -7,7 +7,7 @@
 use crate::checks::{
     BinEntry, Finding, Severity, bin_dir_findings, config_findings, timeout_findings, version_findings,
 };
-use crate::install_state::{STATE_DIR, State};
+use crate::install_state::{State, state_dir_for};
 use crate::model::Effective;
 use crate::version::Version;
 use crate::{DEFAULT_VERIFIER_NAME, HostRoot};
@@ -81,7 +81,8 @@ fn find_binary(inputs: &Inputs) -> Option<PathBuf> {
 pub async fn observe(inputs: &Inputs) -> Observation {
     let root = &inputs.host_root;
     let mut findings = Vec::new();
-    let state = State::load(&root.resolve(&Path::new(STATE_DIR).join("state.json"))).unwrap_or_default();
+    let state =
+        State::load(&root.resolve(&state_dir_for(&inputs.verifier_config).join("state.json"))).unwrap_or_default();
     let binary = find_binary(inputs);
     let (effective, config_source) = effective_config(inputs, binary.as_deref(), &mut findings);
     let Some(effective) = effective else {
@@ -186,7 +187,10 @@ async fn containerd_version(
         Err(err) => tried.push(err.to_string()),
     }
     if let Some(v) = state.containerd_version.as_deref().and_then(Version::find_in) {
-        return (Some(v), format!("recorded by pullgate-install in {STATE_DIR}/state.json"));
+        return (
+            Some(v),
+            format!("recorded by pullgate-install in {}/state.json", state_dir_for(&inputs.verifier_config).display()),
+        );
     }
     (None, tried.join("; "))
 }

@@ -3,7 +3,7 @@
 use crate::Report;
 use crate::files::{read_optional, same_filesystem, sha256_hex, write_atomic};
 use crate::restart::{RestartError, run_command, wait_answering};
-use crate::state::{OwnedFile, STATE_DIR, State, TouchedFile};
+use crate::state::{OwnedFile, State, TouchedFile, state_dir_for};
 use pullgate_containerd::checks::{Finding, Trigger, config_findings, deadline_for, trigger_key};
 use pullgate_containerd::edit::{BindirWant, ensure_bindir, fix_triggers};
 use pullgate_containerd::load::{Loaded, Source, load, merge_into, migrate_to_v3};
@@ -334,7 +334,8 @@ fn verifier_json(opts: &Options, effective: &Effective) -> Result<String, Instal
 /// Runs the install.
 pub async fn install(opts: &Options) -> Result<Report, InstallError> {
     let root = &opts.host_root;
-    let state_dir = root.resolve(Path::new(STATE_DIR));
+    let state_dir_host = state_dir_for(&opts.verifier_config);
+    let state_dir = root.resolve(&state_dir_host);
     let mut state = State::load(&state_dir.join("state.json"))?;
     let loaded = load(root, &opts.containerd_config)?;
     let effective = Effective::from_merged(&loaded.merged);
@@ -434,9 +435,9 @@ fn backup_and_write(
         let local = root.resolve(path);
         let before = read_optional(&local)?;
         if state.config(path).is_none() {
-            let backup = before
-                .as_ref()
-                .map(|_| Path::new(STATE_DIR).join("backup").join(path.strip_prefix("/").unwrap_or(path)));
+            let backup = before.as_ref().map(|_| {
+                state_dir_for(&opts.verifier_config).join("backup").join(path.strip_prefix("/").unwrap_or(path))
+            });
             if let (Some(b), Some(bytes)) = (&backup, &before) {
                 write_atomic(&root.resolve(b), bytes, Some(0o600), None)?;
             }

@@ -79,6 +79,9 @@ enum Cmd {
     Uninstall {
         #[command(flatten)]
         common: Common,
+        /// The verifier's config file (host path); the install record is beside it.
+        #[arg(long, default_value = pullgate_wire::DEFAULT_CONFIG_PATH)]
+        verifier_config: PathBuf,
         /// Restore even files that changed since the install (those changes are lost).
         #[arg(long)]
         force: bool,
@@ -178,10 +181,11 @@ fn main() {
                 };
                 pullgate_install::install(&opts).await
             }
-            Cmd::Uninstall { common, force } => {
+            Cmd::Uninstall { common, verifier_config, force } => {
                 let opts = UninstallOptions {
                     host_root: HostRoot::new(&common.host_root),
                     containerd_config: common.containerd_config.clone(),
+                    verifier_config,
                     force,
                     restart_command: restart_argv(&common),
                     containerd_socket: common.containerd_socket.clone(),

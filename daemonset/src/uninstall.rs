@@ -5,10 +5,10 @@ use crate::Report;
 use crate::files::{read_optional, remove_optional, sha256_hex, write_atomic};
 use crate::install::InstallError;
 use crate::restart::{run_command, wait_answering};
-use crate::state::{STATE_DIR, State};
+use crate::state::{State, state_dir_for};
 use pullgate_containerd::HostRoot;
 use pullgate_containerd::model::Effective;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything `uninstall` needs.
@@ -18,6 +18,8 @@ pub struct UninstallOptions {
     pub host_root: HostRoot,
     /// containerd's main config (host path), for its socket.
     pub containerd_config: PathBuf,
+    /// verifier.json (host path); the install state lives beside it.
+    pub verifier_config: PathBuf,
     /// Restore containerd's files even if they changed since the install (the later changes are lost).
     pub force: bool,
     /// The restart command (argv).
@@ -31,11 +33,14 @@ pub struct UninstallOptions {
 /// Runs the uninstall.
 pub async fn uninstall(opts: &UninstallOptions) -> Result<Report, InstallError> {
     let root = &opts.host_root;
-    let state_dir = root.resolve(Path::new(STATE_DIR));
+    let state_dir_host = state_dir_for(&opts.verifier_config);
+    let state_dir = root.resolve(&state_dir_host);
     let state = State::load(&state_dir.join("state.json"))?;
     let mut report = Report::default();
     if state.is_empty() {
-        report.warnings.push(format!("nothing to undo: no install recorded in {STATE_DIR}/state.json"));
+        report
+            .warnings
+            .push(format!("nothing to undo: no install recorded in {}/state.json", state_dir_host.display()));
         return Ok(report);
     }
     // Refuse before touching anything if a config changed since the install.
@@ -109,7 +114,7 @@ pub async fn uninstall(opts: &UninstallOptions) -> Result<Report, InstallError> 
         path: state_dir.clone(),
         source,
     })?;
-    report.changes.push(format!("removed {STATE_DIR}"));
+    report.changes.push(format!("removed {}", state_dir_host.display()));
     if config_changed {
         let loaded = pullgate_containerd::load::load(root, &opts.containerd_config)?;
         let socket = opts.containerd_socket.clone().unwrap_or_else(|| Effective::from_merged(&loaded.merged).socket);

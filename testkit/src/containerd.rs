@@ -59,6 +59,8 @@ pub struct Containerd {
     pub verifier_dir: PathBuf,
     /// `registry.config_path` / transfer `config_path` (hosts.toml tree).
     pub certs_d: PathBuf,
+    /// Environment given to containerd (and so to the verifiers it execs).
+    pub env: Vec<(String, String)>,
 }
 
 impl Drop for Containerd {
@@ -77,7 +79,7 @@ pub fn default_config(dir: &Path) -> String {
          [plugins]\n  [plugins.'io.containerd.image-verifier.v1.bindir']\n    bin_dir = '{d}/verifiers'\n    max_verifiers = 10\n    per_verifier_timeout = '3s'\n\
          \x20 [plugins.'io.containerd.internal.v1.opt']\n    path = '{d}/opt'\n\
          \x20 [plugins.'io.containerd.transfer.v1.local']\n    config_path = '{d}/certs.d'\n\
-         \x20 [plugins.'io.containerd.cri.v1.images']\n    snapshotter = 'native'\n\
+         \x20 [plugins.'io.containerd.cri.v1.images']\n    snapshotter = 'overlayfs'\n\
          \x20   [plugins.'io.containerd.cri.v1.images'.registry]\n      config_path = '{d}/certs.d'\n"
     )
 }
@@ -97,6 +99,7 @@ impl Containerd {
             socket: dir.path().join("run/containerd.sock"),
             verifier_dir: dir.path().join("verifiers"),
             certs_d: dir.path().join("certs.d"),
+            env: Vec::new(),
             config,
             bin,
             dir,
@@ -137,6 +140,7 @@ impl Containerd {
         let child = Command::new(self.tool("containerd"))
             .arg("--config")
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -238,8 +242,9 @@ impl Containerd {
     pub fn restart_script(&self) -> PathBuf {
         let script = self.dir.path().join("restart-containerd.sh");
         let d = self.dir.path().display();
+        let exports: String = self.env.iter().map(|(k, v)| format!("export {k}='{v}'\n")).collect();
         let body = format!(
-            "#!/bin/sh\nset -e\nif [ -f {d}/containerd.pid ]; then\n  pid=$(cat {d}/containerd.pid)\n  kill -TERM \"$pid\" 2>/dev/null || true\n  i=0; while kill -0 \"$pid\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done\n  kill -KILL \"$pid\" 2>/dev/null || true\nfi\nrm -f {sock}\nsetsid {bin} --config {cfg} </dev/null >>{d}/containerd.log 2>&1 &\necho $! > {d}/containerd.pid\n",
+            "#!/bin/sh\nset -e\n{exports}if [ -f {d}/containerd.pid ]; then\n  pid=$(cat {d}/containerd.pid)\n  kill -TERM \"$pid\" 2>/dev/null || true\n  i=0; while kill -0 \"$pid\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done\n  kill -KILL \"$pid\" 2>/dev/null || true\nfi\nrm -f {sock}\nsetsid {bin} --config {cfg} </dev/null >>{d}/containerd.log 2>&1 &\necho $! > {d}/containerd.pid\n",
             sock = self.socket.display(),
             bin = self.tool("containerd").display(),
             cfg = self.config.display(),

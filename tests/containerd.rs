@@ -1,0 +1,360 @@
+//! Issue 9 against the real containerd v2.2.7 in `../shared/containerd`: the
+//! installer puts pullgate on a throw-away containerd, signed pulls are allowed and
+//! unsigned ones denied through `ctr` (transfer service) and CRI `PullImage` (as
+//! kubelet pulls), doctor passes; then each CRI local-pull trigger in turn really
+//! bypasses the verifier, doctor names it, the agent's coverage gauge drops to 0,
+//! `install` refuses it and `install --fix` restores coverage. Uninstall restores
+//! containerd's config byte for byte and pulls no longer reach pullgate.
+//!
+//! Skipped with a printed reason where containerd cannot run (not root, no binary).
+
+use pullgate_testkit::containerd::{self, Containerd};
+use pullgate_testkit::{Registry, RegistryOptions, install_notation_trust, notation_config};
+use pullgate_tests::{AgentFiles, bin, fixtures_dir};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A node: registry with a signed and an unsigned image, an agent, a containerd.
+struct Node {
+    _rt: tokio::runtime::Runtime,
+    reg: Registry,
+    agent: pullgate_tests::Agent,
+    ctd: Containerd,
+    verifier_json: PathBuf,
+    metrics: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Node {
+    fn start() -> Node {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let reg = rt.block_on(async {
+            let reg = Registry::start(RegistryOptions::default()).await;
+            let layouts = fixtures_dir().join("notation/oci-layouts");
+            reg.push_layout("signed", &layouts.join("e2e-valid-signature")).await;
+            reg.push_layout("unsigned", &layouts.join("e2e-unsigned")).await;
+            reg
+        });
+        let mut ctd = Containerd::prepare();
+        ctd.trust_plain_http(&reg.host);
+        let verifier_json = ctd.root().join("etc-pullgate/verifier.json");
+        ctd.env.push(("PULLGATE_VERIFIER_CONFIG".into(), verifier_json.display().to_string()));
+        ctd.adopt_external();
+        let files = AgentFiles::new(&notation_config(&reg.host, ""));
+        install_notation_trust(&files.config_dir, "trustpolicy.json", "e2e");
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let args = [
+            "--metrics-addr".to_string(),
+            metrics.clone(),
+            "--containerd-config".into(),
+            ctd.config.display().to_string(),
+            "--containerd-bin".into(),
+            ctd.tool("containerd").display().to_string(),
+            "--verifier-config".into(),
+            verifier_json.display().to_string(),
+            "--coverage-interval".into(),
+            "1s".into(),
+        ];
+        let agent = files.start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        Node { _rt: rt, reg, agent, ctd, verifier_json, metrics }
+    }
+
+    fn image(&self, repo: &str) -> String {
+        format!("{}/{repo}:v1", self.reg.host)
+    }
+
+    fn installer(&self, args: &[&str]) -> Output {
+        Command::new(bin("pullgate-install"))
+            .args(args)
+            .arg("--containerd-config")
+            .arg(&self.ctd.config)
+            .arg("--restart-command")
+            .arg(self.ctd.restart_script())
+            .arg("--wait-timeout")
+            .arg("20s")
+            .output()
+            .expect("run pullgate-install")
+    }
+
+    fn install(&self, extra: &[&str]) -> Output {
+        let socket = self.agent.socket.display().to_string();
+        let verifier = bin("pullgate-verifier").display().to_string();
+        let json = self.verifier_json.display().to_string();
+        let mut args = vec!["install", "--verifier-binary", &verifier, "--verifier-config", &json, "--socket", &socket];
+        args.extend_from_slice(extra);
+        self.installer(&args)
+    }
+
+    fn doctor(&self) -> Output {
+        Command::new(bin("pullgate-agent"))
+            .arg("doctor")
+            .arg("--containerd-config")
+            .arg(&self.ctd.config)
+            .arg("--containerd-bin")
+            .arg(self.ctd.tool("containerd"))
+            .arg("--verifier-config")
+            .arg(&self.verifier_json)
+            .arg("--socket")
+            .arg(&self.agent.socket)
+            .output()
+            .expect("run doctor")
+    }
+
+    /// `pullgate_node_coverage` as the agent serves it: (value, reason) once it shows `want`.
+    fn wait_coverage(&self, want: i64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let body = http_get(&self.metrics, "/metrics").unwrap_or_default();
+            if let Some(line) = body.lines().find(|l| l.starts_with("pullgate_node_coverage{")) {
+                last = line.to_string();
+                if line.ends_with(&format!(" {want}")) {
+                    return line.to_string();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("pullgate_node_coverage never became {want}; last: {last:?}\nagent:\n{}", self.agent.stderr());
+    }
+
+    /// Writes `line` into the CRI images table of the current config and restarts containerd.
+    fn add_cri_setting(&mut self, line: &str) {
+        let cfg = std::fs::read_to_string(&self.ctd.config).unwrap();
+        let anchor = "[plugins.'io.containerd.cri.v1.images']\n";
+        assert!(cfg.contains(anchor), "{cfg}");
+        let new = if line.starts_with('[') {
+            format!("{cfg}\n{line}\n")
+        } else {
+            cfg.replacen(anchor, &format!("{anchor}    {line}\n"), 1)
+        };
+        std::fs::write(&self.ctd.config, new).unwrap();
+        self.restart();
+    }
+
+    fn restart(&mut self) {
+        let st = Command::new(self.ctd.restart_script()).status().unwrap();
+        assert!(st.success());
+        self.ctd.wait_answering();
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn blocked(o: &Output) -> bool {
+    text(o).contains("image verifier bindir blocked pull")
+}
+
+/// An allowed pull got past the verifier: containerd never printed the block line,
+/// and asked pullgate (the decision log has the allow).
+fn assert_allowed(o: &Output, what: &str) {
+    assert!(!blocked(o), "{what} was blocked: {}", text(o));
+    assert!(o.status.success(), "{what} failed after verification: {}", text(o));
+}
+
+/// A pull no verifier saw: containerd's local path (the fixture image is not
+/// unpackable there, so the pull may still fail later — but never at the verifier).
+fn assert_bypassed(o: &Output, what: &str) {
+    assert!(!blocked(o), "{what} reached the verifier: {}", text(o));
+    let t = text(o);
+    assert!(o.status.success() || t.contains("unpack"), "{what} failed before the layers: {t}");
+}
+
+fn assert_denied(o: &Output, what: &str) {
+    let t = text(o);
+    assert!(
+        !o.status.success() && blocked(o) && t.contains("pullgate: denied"),
+        "{what} was not denied by pullgate: {t}"
+    );
+}
+
+fn skip() -> bool {
+    if let Err(why) = containerd::available() {
+        eprintln!("skipped: {why}");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn install_doctor_triggers_fix_and_uninstall_against_real_containerd() {
+    if skip() {
+        return;
+    }
+    let mut node = Node::start();
+    // The bytes before pullgate-install first changes the file (the harness config
+    // already has the bindir section, so that is the first --fix below).
+    let mut original: Option<Vec<u8>> = None;
+    let (signed, unsigned) = (node.image("signed"), node.image("unsigned"));
+
+    // Before the install nothing verifies: the unsigned image pulls.
+    assert_allowed(&node.ctd.cri_pull(&unsigned), "CRI pull of the unsigned image before the install");
+    node.ctd.remove_image(&unsigned);
+
+    let out = node.install(&[]);
+    assert!(out.status.success(), "install failed: {}", text(&out));
+    let verifier = node.ctd.verifier_dir.join(pullgate_containerd::DEFAULT_VERIFIER_NAME);
+    assert_eq!(std::fs::read(&verifier).unwrap(), std::fs::read(bin("pullgate-verifier")).unwrap());
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&node.verifier_json).unwrap()).unwrap();
+    // per_verifier_timeout = 3s in the harness config → 80 % of it.
+    assert_eq!(json["deadlineMs"], 2400, "{json}");
+    assert_eq!(json["failurePolicy"], "closed");
+
+    // Idempotent: no byte changes, no restart.
+    let before = std::fs::read(&node.ctd.config).unwrap();
+    let mtime = std::fs::metadata(&verifier).unwrap().modified().unwrap();
+    let again = node.install(&[]);
+    assert!(again.status.success(), "{}", text(&again));
+    let again_text = text(&again);
+    assert!(again_text.contains("nothing to change") && again_text.contains("not restarted"), "{again_text}");
+    assert_eq!(std::fs::read(&node.ctd.config).unwrap(), before);
+    assert_eq!(std::fs::metadata(&verifier).unwrap().modified().unwrap(), mtime);
+
+    assert_allowed(&node.ctd.ctr_pull(&signed), "ctr pull of the signed image");
+    assert_denied(&node.ctd.ctr_pull(&unsigned), "ctr pull of the unsigned image");
+    assert_allowed(&node.ctd.cri_pull(&signed), "CRI pull of the signed image");
+    assert_denied(&node.ctd.cri_pull(&unsigned), "CRI pull of the unsigned image");
+    let d = node.doctor();
+    assert!(d.status.success(), "doctor should pass:\n{}", text(&d));
+    assert!(text(&d).contains("COVERED"), "{}", text(&d));
+    node.wait_coverage(1);
+
+    let triggers: &[(&str, &str)] = &[
+        ("discard_unpacked_layers = true", "discard-unpacked-layers"),
+        ("use_local_image_pull = true", "use-local-image-pull"),
+        ("disable_snapshot_annotations = false", "disable-snapshot-annotations"),
+        ("max_concurrent_downloads = 5", "max-concurrent-downloads"),
+        ("image_pull_with_sync_fs = true", "image-pull-with-sync-fs"),
+        (
+            "[plugins.'io.containerd.cri.v1.images'.registry.mirrors.'mirror-test.invalid']\n  endpoint = ['https://mirror.invalid']",
+            "registry-mirrors",
+        ),
+    ];
+    // The agent goes down for the first trigger: the bypass is real, fail-closed or not.
+    let mut first = true;
+    for (line, check) in triggers {
+        node.add_cri_setting(line);
+        if first {
+            assert!(node.ctd.logged_local_pull_fallback(), "containerd did not log its local-pull fallback");
+            node.ctd.remove_image(&unsigned);
+            assert_bypassed(&node.ctd.cri_pull(&unsigned), &format!("CRI pull of the unsigned image with {line}"));
+            first = false;
+        }
+        let d = node.doctor();
+        assert!(!d.status.success(), "doctor passed with {line}:\n{}", text(&d));
+        assert!(text(&d).contains(&format!("ERROR {check}")), "doctor did not name {check}:\n{}", text(&d));
+        let gauge = node.wait_coverage(0);
+        assert!(gauge.contains(&format!("reason=\"{check}\"")), "{gauge}");
+        let refused = node.install(&[]);
+        assert_eq!(refused.status.code(), Some(3), "install should refuse {line}: {}", text(&refused));
+        assert!(
+            text(&refused).contains("refusing to install") && text(&refused).contains(&check.replace('-', "_")[..8]),
+            "{}",
+            text(&refused)
+        );
+        original.get_or_insert_with(|| std::fs::read(&node.ctd.config).unwrap());
+        let fixed = node.install(&["--fix"]);
+        assert!(fixed.status.success(), "install --fix failed for {line}: {}", text(&fixed));
+        assert!(text(&fixed).contains("containerd restarted"), "{}", text(&fixed));
+        let d = node.doctor();
+        assert!(d.status.success(), "doctor after --fix of {line}:\n{}", text(&d));
+        node.wait_coverage(1);
+        node.ctd.remove_image(&unsigned);
+        assert_denied(&node.ctd.cri_pull(&unsigned), &format!("CRI pull of the unsigned image after --fix of {line}"));
+    }
+
+    let out = node.installer(&["uninstall", "--verifier-config", &node.verifier_json.display().to_string()]);
+    assert!(out.status.success(), "uninstall failed: {}", text(&out));
+    assert_eq!(
+        std::fs::read(&node.ctd.config).unwrap(),
+        original.unwrap(),
+        "uninstall must restore the config byte for byte as it was before pullgate changed it"
+    );
+    assert!(!verifier.exists() && !node.verifier_json.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(node.verifier_json.parent().unwrap())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    assert!(leftovers.is_empty(), "uninstall left {leftovers:?}");
+    node.ctd.wait_answering();
+    node.ctd.remove_image(&unsigned);
+    assert_allowed(&node.ctd.ctr_pull(&unsigned), "ctr pull of the unsigned image after uninstall");
+    assert!(!node.doctor().status.success(), "doctor must fail once pullgate is gone");
+}
+
+/// A restart that does not bring containerd back puts the old config back.
+#[test]
+fn a_failed_restart_restores_the_config() {
+    if skip() {
+        return;
+    }
+    let node = Node::start();
+    let cfg = std::fs::read_to_string(&node.ctd.config).unwrap();
+    let with_trigger = cfg.replacen(
+        "[plugins.'io.containerd.cri.v1.images']\n",
+        "[plugins.'io.containerd.cri.v1.images']\n    discard_unpacked_layers = true\n",
+        1,
+    );
+    std::fs::write(&node.ctd.config, &with_trigger).unwrap();
+    let socket = node.agent.socket.display().to_string();
+    let verifier = bin("pullgate-verifier").display().to_string();
+    let json = node.verifier_json.display().to_string();
+    let out = Command::new(bin("pullgate-install"))
+        .args(["install", "--fix", "--verifier-binary", &verifier, "--verifier-config", &json, "--socket", &socket])
+        .arg("--containerd-config")
+        .arg(&node.ctd.config)
+        .args(["--restart-command", "/bin/false", "--wait-timeout", "2s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("previous config was restored"), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&node.ctd.config).unwrap(), with_trigger);
+}
+
+/// A config without the bindir plugin: install adds it (comments kept), uninstall
+/// gives back the very bytes.
+#[test]
+fn uninstall_restores_a_config_the_install_changed() {
+    if skip() {
+        return;
+    }
+    let mut node = Node::start();
+    let cfg = std::fs::read_to_string(&node.ctd.config).unwrap();
+    let start = cfg.find("  [plugins.'io.containerd.image-verifier.v1.bindir']").unwrap();
+    let end = cfg.find("  [plugins.'io.containerd.internal.v1.opt']").unwrap();
+    let bin_dir = node.ctd.verifier_dir.display().to_string();
+    let original = format!("# node config, hand written\n{}{}", &cfg[..start], &cfg[end..])
+        .replace("[plugins]\n", &format!("[plugins]\n  # verifiers live here\n  [plugins.'io.containerd.image-verifier.v1.bindir']\n    bin_dir = '{bin_dir}'\n"));
+    std::fs::write(&node.ctd.config, &original).unwrap();
+    node.restart();
+    let out = node.install(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let installed = std::fs::read_to_string(&node.ctd.config).unwrap();
+    assert!(
+        installed.contains("# node config, hand written") && installed.contains("# verifiers live here"),
+        "{installed}"
+    );
+    assert!(installed.contains("max_verifiers") && installed.contains("per_verifier_timeout"), "{installed}");
+    assert!(text(&out).contains("containerd restarted"), "{}", text(&out));
+    assert_denied(&node.ctd.ctr_pull(&node.image("unsigned")), "ctr pull of the unsigned image");
+    let out = node.installer(&["uninstall", "--verifier-config", &node.verifier_json.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&node.ctd.config).unwrap(), original);
+    let _ = Path::new("/");
+}
