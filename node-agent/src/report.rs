@@ -46,10 +46,14 @@ pub fn summarize(reason: &str) -> String {
         out.push_str(&reason[at..start]);
         let end = items.get(i + 1).map_or(reason.len(), |&(next, sep)| next - sep);
         let item = &reason[start..end];
-        let (body, close) = match item.strip_suffix(')') {
-            Some(b) if i + 1 == items.len() => (b, ")"),
-            _ => (item, ""),
+        // What closes the list (`)`, or `); cosign: no … verified ` before the
+        // next verifier's list) is kept when it is short.
+        let close_at = match item.rfind("); ") {
+            Some(k) if i + 1 < items.len() && item.len() - k <= 160 => k,
+            _ if i + 1 == items.len() && item.ends_with(')') => item.len() - 1,
+            _ => item.len(),
         };
+        let (body, close) = item.split_at(close_at);
         out.push_str(&pullgate_wire::truncate(body, MAX_SIGNATURE_SUMMARY_BYTES, "…"));
         out.push_str(close);
         at = end;
@@ -176,24 +180,27 @@ pub struct Report {
 impl Report {
     /// Keeps the report within [`MAX_REPORT_BYTES`] however much text the
     /// registry content put into it: every text field is cut to
-    /// [`MAX_REPORT_TEXT_BYTES`], then shorter while the report is still too
-    /// large, and as a last resort signatures past the first 8 of a run are
-    /// dropped (the run's reason says how many).
+    /// [`MAX_REPORT_TEXT_BYTES`], then to 2 KiB; while it is still too large,
+    /// a run keeps its first 32 signatures, then its first 8 (its reason says
+    /// how many were dropped), with text cut to 256 bytes.
     pub fn bound(&mut self) {
-        for limit in [MAX_REPORT_TEXT_BYTES, 2048, 256] {
-            self.cut_text(limit);
+        for (text, keep) in [(MAX_REPORT_TEXT_BYTES, usize::MAX), (2048, usize::MAX), (2048, 32), (256, 32), (256, 8)] {
+            self.keep_signatures(keep);
+            self.cut_text(text);
             if self.encoded_len() <= MAX_REPORT_BYTES {
                 return;
             }
         }
+    }
+
+    fn keep_signatures(&mut self, keep: usize) {
         for run in &mut self.verification {
-            if run.signatures.len() > 8 {
-                let dropped = run.signatures.len() - 8;
-                run.signatures.truncate(8);
-                run.reason = format!("{} [{dropped} more signatures not kept in the report]", run.reason);
+            if run.signatures.len() > keep {
+                let dropped = run.signatures.len() - keep;
+                run.signatures.truncate(keep);
+                run.reason = format!("[{dropped} more signatures not kept in the report] {}", run.reason);
             }
         }
-        self.cut_text(256);
     }
 
     fn cut_text(&mut self, limit: usize) {
@@ -529,6 +536,11 @@ mod tests {
         assert!(s.contains("…; #2: short one; #3: "), "{s}");
         assert!(s.ends_with("…)"), "{s}");
         assert_eq!(summarize("no scope matches"), "no scope matches");
+        // Two verifiers' lists: the second one's label survives the first one's junk.
+        let two = format!("none passed: notation: x (#1: {huge}); cosign: no cosign signature verified (#1: {huge})");
+        let s = summarize(&two);
+        assert!(s.contains("…); cosign: no cosign signature verified (#1: "), "{s}");
+        assert!(s.ends_with("…)"), "{s}");
         // Text with no items is still capped.
         let plain = summarize(&"x".repeat(100_000));
         assert!(plain.len() <= MAX_DECISION_REASON_BYTES && plain.ends_with(pullgate_wire::TRUNCATED));
@@ -559,7 +571,8 @@ mod tests {
         r.bound();
         let n = serde_json::to_vec(&r).unwrap().len();
         assert!(n <= MAX_REPORT_BYTES, "{n}");
-        assert_eq!(r.verification[0].signatures.len(), 50, "shortening the text was enough");
+        assert_eq!(r.verification[0].signatures.len(), 32, "2 KiB texts of 50 signatures are too much, 32 fit");
+        assert!(r.verification[0].reason.starts_with("[18 more signatures not kept in the report] "));
         assert!(r.verification[0].signatures[0].checks[0].reason.ends_with(pullgate_wire::TRUNCATED));
     }
 
