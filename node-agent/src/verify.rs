@@ -116,6 +116,10 @@ pub const MAX_SIGNATURE_MANIFEST_BYTES: u64 = 256 * 1024;
 pub const THUMBPRINT_ANNOTATION: &str = "io.cncf.notary.x509chain.thumbprint#S256";
 /// Ignored artifacts listed one by one in a report; the rest are counted.
 const MAX_IGNORED_LISTED: usize = 16;
+/// Signatures that did not verify listed one by one in a report (with all
+/// their checks); the rest are counted, so junk cannot make reports and the
+/// decision log grow without bound.
+const MAX_TRIED_LISTED: usize = 16;
 /// Failures quoted in a verdict reason; the rest are counted.
 const MAX_FAILURES_QUOTED: usize = 3;
 
@@ -509,9 +513,32 @@ async fn notation(client: &Client, trust: &NotationTrust, subject: &Subject, bud
         }
     }
     notation_verdict(&mut run, policy.name(), &tried, &ignored, budget, referrers.descriptors.is_empty(), subject);
-    run.signatures.extend(tried.into_iter().map(|(r, _)| r));
+    list_tried(&mut run, tried.into_iter().map(|(r, _)| r).collect());
     ignored.finish(&mut run, budget);
     run
+}
+
+/// Appends the signatures examined to the report: the one that verified and
+/// the first [`MAX_TRIED_LISTED`] others in full, then a count of the rest.
+fn list_tried(run: &mut VerifierRun, tried: Vec<SignatureReport>) {
+    let mut more = 0;
+    for (i, r) in tried.into_iter().enumerate() {
+        if r.verified || i < MAX_TRIED_LISTED {
+            run.signatures.push(r);
+        } else {
+            more += 1;
+        }
+    }
+    if more > 0 {
+        run.signatures.push(SignatureReport {
+            checks: vec![CheckReport {
+                check: "signature".into(),
+                status: "failed".into(),
+                reason: format!("{more} more signatures examined did not verify"),
+            }],
+            ..ignored_signature("", String::new())
+        });
+    }
 }
 
 /// Examines one group of signature manifests: fetches the manifests, then
@@ -823,7 +850,7 @@ async fn cosign(client: &Client, trust: &SigstoreTrust, subject: &Subject, budge
         }
     }
     sigstore_verdict(&mut run, "cosign signature", &tried, &ignored, budget, subject);
-    run.signatures.extend(tried);
+    list_tried(&mut run, tried);
     ignored.finish(&mut run, budget);
     run
 }
@@ -938,7 +965,7 @@ async fn bundles(client: &Client, trust: &SigstoreTrust, subject: &Subject, budg
         }
     }
     sigstore_verdict(&mut run, "Sigstore bundle", &tried, &ignored, budget, subject);
-    run.signatures.extend(tried);
+    list_tried(&mut run, tried);
     ignored.finish(&mut run, budget);
     run
 }
@@ -952,5 +979,69 @@ fn ignored_signature(manifest: &str, why: String) -> SignatureReport {
         level: None,
         verified: false,
         checks: vec![CheckReport { check: "artifact".into(), status: "ignored".into(), reason: why }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(annotation: Option<&str>) -> Descriptor {
+        Descriptor {
+            media_type: OCI_MANIFEST.into(),
+            digest: format!("sha256:{:064x}", 1),
+            size: 700,
+            artifact_type: Some(NOTATION_ARTIFACT_TYPE.into()),
+            annotations: annotation.map(|a| (THUMBPRINT_ANNOTATION.to_string(), a.to_string())).into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn thumbprints_group_candidates_before_anything_is_fetched() {
+        let trusted: HashSet<String> = ["ab".repeat(32)].into_iter().collect();
+        let t = format!("[\"{}\", \"{}\"]", "cd".repeat(32), "AB".repeat(32));
+        assert_eq!(thumbprint_group(&listed(Some(&t)), &trusted), 0, "any certificate of the chain, any case");
+        assert_eq!(thumbprint_group(&listed(None), &trusted), 1);
+        assert_eq!(thumbprint_group(&listed(Some("not json")), &trusted), 1);
+        assert_eq!(thumbprint_group(&listed(Some(&format!("[\"{}\"]", "cd".repeat(32)))), &trusted), 2);
+    }
+
+    #[test]
+    fn the_budget_ends_on_bytes_or_time_and_says_so() {
+        let far = Instant::now() + Duration::from_secs(60);
+        let mut b = Budget::with_limits(far, Duration::from_secs(60), 100);
+        assert!(b.allow(60) && !b.allow(41), "41 more bytes do not fit");
+        b.examined = 2;
+        assert_eq!(b.summary().as_deref(), Some("budget exhausted after 2 candidates (byte budget of 32 MiB)"));
+        assert!(!b.allow(1), "once exhausted, nothing more is fetched");
+        let mut t = Budget::with_limits(Instant::now(), Duration::from_secs(60), 100);
+        assert!(!t.allow(1), "the budget ends no later than the deadline");
+        assert!(t.summary().unwrap().contains("time budget"));
+    }
+
+    #[test]
+    fn junk_artifacts_are_skippable_registry_failures_are_not() {
+        use pullgate_registry::RegistryError as E;
+        let status = |status| E::Status { registry: "r".into(), what: "w".into(), status, detail: String::new() };
+        assert!(skippable(&status(302)) && skippable(&status(404)) && skippable(&status(400)));
+        for s in [401, 403, 429, 500, 503] {
+            assert!(!skippable(&status(s)), "{s}");
+        }
+        assert!(skippable(&E::TooLarge { registry: "r".into(), what: "w".into(), limit: 1 }));
+        assert!(!skippable(&E::Deadline { registry: "r".into(), what: "w".into() }));
+    }
+
+    #[test]
+    fn reports_list_a_bounded_number_of_failed_signatures() {
+        let mut run = new_run(VerifierKind::Notation, &Repository { host: "h".into(), path: "p".into() });
+        let mut tried: Vec<SignatureReport> =
+            (0..40).map(|i| ignored_signature(&format!("m{i}"), "x".into())).collect();
+        tried[39].verified = true;
+        list_tried(&mut run, tried);
+        assert_eq!(run.signatures.len(), MAX_TRIED_LISTED + 2, "16 failures, the verified one, a count");
+        assert!(run.signatures.iter().any(|s| s.verified && s.manifest == "m39"));
+        assert!(run.signatures.last().unwrap().checks[0].reason.starts_with("23 more signatures"));
+        let quoted = quote_failures(["a".to_string(), "b".into(), "c".into(), "d".into()].iter());
+        assert_eq!(quoted, "#1: a; #2: b; #3: c; and 1 more");
     }
 }
