@@ -60,6 +60,10 @@ impl HostRoot {
     }
 }
 
+/// The name the installer gives pullgate's verifier in `bin_dir` unless told otherwise:
+/// it sorts before the usual names of other verifiers.
+pub const DEFAULT_VERIFIER_NAME: &str = "00-pullgate-verifier";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +80,3 @@ mod tests {
     }
 }
 
-/// The name the installer gives pullgate's verifier in `bin_dir` unless told otherwise:
-/// it sorts before the usual names of other verifiers.
-pub const DEFAULT_VERIFIER_NAME: &str = "00-pullgate-verifier";

@@ -163,6 +163,9 @@ fn effective_with(loaded: &Loaded, texts: &BTreeMap<PathBuf, String>) -> Result<
     Ok(Effective::from_merged(&merged))
 }
 
+/// What a file held before this run wrote it (`None`: it did not exist), for a rollback.
+type Previous = Vec<(PathBuf, Option<Vec<u8>>)>;
+
 /// Planned changes to containerd's files, before anything is written.
 struct Plan {
     texts: BTreeMap<PathBuf, String>,
@@ -428,7 +431,7 @@ fn backup_and_write(
     plan: &Plan,
     state: &mut State,
     state_dir: &Path,
-) -> Result<Vec<(PathBuf, Option<Vec<u8>>)>, InstallError> {
+) -> Result<Previous, InstallError> {
     let root = &opts.host_root;
     let mut previous = Vec::new();
     for (path, text) in &plan.texts {
@@ -465,7 +468,7 @@ fn backup_and_write(
 }
 
 /// After a rollback the state must describe the files as they are again.
-fn forget_rolled_back(state: &mut State, previous: &[(PathBuf, Option<Vec<u8>>)], plan: &Plan) {
+fn forget_rolled_back(state: &mut State, previous: &Previous, plan: &Plan) {
     for (path, bytes) in previous {
         let sha = bytes.as_deref().map(sha256_hex);
         if let Some(i) = state.configs.iter().position(|c| &c.path == path) {
@@ -494,7 +497,7 @@ async fn restart_and_wait(opts: &Options, socket: &Path) -> Result<String, Resta
 }
 
 /// Puts the previous bytes back, removes hosts files written in this run, restarts again.
-async fn rollback(opts: &Options, previous: &[(PathBuf, Option<Vec<u8>>)], plan: &Plan, socket: &Path) -> String {
+async fn rollback(opts: &Options, previous: &Previous, plan: &Plan, socket: &Path) -> String {
     let root = &opts.host_root;
     let mut problems = Vec::new();
     for (path, bytes) in previous {

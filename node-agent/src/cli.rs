@@ -149,7 +149,7 @@ pub enum Command {
         metrics_allow_remote: bool,
         /// Where containerd and the verifier's files are, for the coverage checks.
         #[command(flatten)]
-        node: NodeArgs,
+        node: Box<NodeArgs>,
         /// How often to re-check node coverage (also re-checked when containerd's config changes).
         #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
         coverage_interval: Duration,
