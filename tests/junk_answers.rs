@@ -223,3 +223,52 @@ fn junk_next_to_an_unsigned_image_never_changes_its_verdict() {
     }
     assert!(failures.is_empty(), "{} cases changed verdict:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// A fake agent on `socket` that answers every connection with `answer`.
+fn answering_agent(socket: &std::path::Path, answer: Vec<u8>) {
+    use std::io::{Read, Write};
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(&answer);
+        }
+    });
+}
+
+/// The real verifier binary, fail-open: an answer that is too large, does not
+/// parse or is not a decision denies, naming why; only no answer at all is
+/// left to the failure policy.
+#[test]
+fn unusable_answers_deny_even_when_the_verifier_fails_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = format!(r#"{{"type":"decision","verdict":"allow","reason":"{}","reportId":"d-1"}}"#, "x".repeat(70_000));
+    let status = r#"{"type":"status","agentVersion":"1","uptimeSecs":1,"generation":null,"mode":null,"configError":null,"counters":{}}"#;
+    let cases: [(&str, String, &str); 4] = [
+        (
+            "huge",
+            format!("{huge}\n"),
+            "agent answer is larger than 65536 bytes; denying (not a failure-policy case: the agent answered)",
+        ),
+        ("unterminated", "x".repeat(70_000), "agent answer is larger than 65536 bytes; denying"),
+        ("garbage", "{\"type\":\"decision\",\"verdict\":\n".into(), "agent answer is not understood"),
+        ("status", format!("{status}\n"), "agent answered a verify request with a status; denying"),
+    ];
+    let name = format!("registry.example/app:1@{SUBJECT}");
+    for (what, answer, want) in cases {
+        let socket = dir.path().join(format!("{what}.sock"));
+        answering_agent(&socket, answer.into_bytes());
+        let config = pullgate_tests::verifier_config(&socket, 5_000, "open", &[]);
+        let run = run_verifier(&containerd_args(&name, SUBJECT), &descriptor_stdin(&subject()), &config);
+        let line = run.denied();
+        assert!(line.contains(want) && !line.contains("failure policy"), "{what}: {line}");
+    }
+    // Control: a closed connection with no answer is unavailability, and fail-open allows it.
+    let socket = dir.path().join("closed.sock");
+    answering_agent(&socket, Vec::new());
+    let config = pullgate_tests::verifier_config(&socket, 5_000, "open", &[]);
+    let run = run_verifier(&containerd_args(&name, SUBJECT), &descriptor_stdin(&subject()), &config);
+    assert!(run.allowed().ends_with("agent closed the connection without answering; failure policy open"), "{run:?}");
+}
