@@ -260,12 +260,13 @@ fn error_run(kind: VerifierKind, reason: String) -> VerifierRun {
 struct Ignored {
     listed: Vec<SignatureReport>,
     more: usize,
+    notes: usize,
 }
 
 impl Ignored {
     /// Starts with the notes of a referrers list.
     fn new(notes: &[String]) -> Ignored {
-        let mut i = Ignored { listed: Vec::new(), more: 0 };
+        let mut i = Ignored { listed: Vec::new(), more: 0, notes: notes.len() };
         for n in notes {
             i.listed.push(SignatureReport {
                 manifest: "referrers list".into(),
@@ -292,6 +293,19 @@ impl Ignored {
     /// Number of artifacts (not list notes) ignored.
     fn count(&self) -> usize {
         self.listed.iter().filter(|s| s.checks.iter().any(|c| c.check == "artifact")).count() + self.more
+    }
+
+    /// `; N attached artifacts ignored; M referrers list notes …` for a verdict reason.
+    fn suffix(&self) -> String {
+        let mut s = String::new();
+        let skipped = self.count();
+        if skipped > 0 {
+            s.push_str(&format!("; {skipped} attached artifacts ignored"));
+        }
+        if self.notes > 0 {
+            s.push_str(&format!("; {} referrers list notes (see the report)", self.notes));
+        }
+        s
     }
 
     /// Appends everything to `run.signatures`, and the budget note if it ran out.
@@ -659,10 +673,7 @@ fn notation_verdict(
     } else {
         format!("trust policy {policy:?}: no signature verified ({})", quote_failures(tried.iter().map(|(_, s)| s)))
     };
-    let skipped = ignored.count();
-    if skipped > 0 {
-        reason.push_str(&format!("; {skipped} attached artifacts ignored"));
-    }
+    reason.push_str(&ignored.suffix());
     if let Some(s) = budget.summary() {
         reason.push_str(&format!("; {s}"));
     }
@@ -786,9 +797,7 @@ fn sigstore_verdict(
             .collect();
         format!("no {kind} verified ({})", quote_failures(why.iter()))
     };
-    if skipped > 0 {
-        reason.push_str(&format!("; {skipped} attached artifacts ignored"));
-    }
+    reason.push_str(&ignored.suffix());
     if let Some(s) = budget.summary() {
         reason.push_str(&format!("; {s}"));
     }

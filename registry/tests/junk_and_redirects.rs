@@ -56,7 +56,7 @@ async fn serve(handler: Handler) -> (String, Arc<Mutex<Vec<Seen>>>) {
                 let head = String::from_utf8_lossy(&buf[..n]).to_string();
                 let mut lines = head.split("\r\n");
                 let target = lines.next().unwrap_or_default().split_whitespace().nth(1).unwrap_or_default().to_string();
-                let headers = lines.filter(|l| !l.is_empty()).map(|l| lower_name(l)).collect();
+                let headers = lines.filter(|l| !l.is_empty()).map(lower_name).collect();
                 let req = Seen { target, headers };
                 log.lock().unwrap().push(req.clone());
                 let (status, headers, body) = handler(&req);
