@@ -85,8 +85,8 @@ impl BundleSeed {
             Ok(pem) => BundlePolicy::with_keys(root, PublicKeys::parse("key.pub", &pem).unwrap()),
             Err(_) => {
                 let id = Identity::exact(
-                    &text("issuer").unwrap_or_else(|| ACTIONS.into()),
-                    &text("identity").unwrap_or_else(|| BEACON.into()),
+                    text("issuer").unwrap_or_else(|| ACTIONS.into()),
+                    text("identity").unwrap_or_else(|| BEACON.into()),
                 );
                 BundlePolicy::keyless(root, vec![id])
             }
@@ -203,41 +203,22 @@ fn mutation() -> impl Strategy<Value = Mutation> {
 }
 
 fn apply(original: &[u8], m: &Mutation) -> Vec<u8> {
-    apply_at(original, m).0
-}
-
-/// The mutated bytes and the ranges of original bytes the mutation touched.
-fn apply_at(original: &[u8], m: &Mutation) -> (Vec<u8>, Vec<Range<usize>>) {
     let mut b = original.to_vec();
     let len = original.len().max(1);
-    let touched = match m {
-        Mutation::Flip(flips) if !b.is_empty() => flips
-            .iter()
-            .map(|(i, bit)| {
-                b[i % len] ^= 1 << bit;
-                i % len..i % len + 1
-            })
-            .collect(),
-        Mutation::Flip(_) => {
-            b.push(0);
-            vec![0..1]
-        }
-        Mutation::Truncate(n) => {
-            b.truncate(n % len);
-            vec![n % len..len]
-        }
+    match m {
+        Mutation::Flip(flips) if !b.is_empty() => flips.iter().for_each(|(i, bit)| b[i % len] ^= 1 << bit),
+        Mutation::Flip(_) => b.push(0),
+        Mutation::Truncate(n) => b.truncate(n % len),
         Mutation::Insert(i, bytes) => {
             let i = i % (b.len() + 1);
             b.splice(i..i, bytes.iter().copied());
-            vec![i..i + 1]
         }
         Mutation::Delete(i, n) => {
-            let (from, to) = ((i % len).min(b.len()), (i % len + n).min(b.len()));
-            b.drain(from..to);
-            vec![from..to]
+            let from = (i % len).min(b.len());
+            b.drain(from..(from + n).min(b.len()));
         }
-    };
-    (b, touched)
+    }
+    b
 }
 
 /// The DER certificates of the trusted root's timestamp authorities.
