@@ -14,8 +14,8 @@ pub(crate) struct ReferrerList<'a> {
     /// whether or not the registry says it filtered).
     pub(crate) artifact_type: Option<&'a str>,
     prefer: &'a (dyn Fn(&Descriptor) -> bool + Sync),
-    kept: Vec<Descriptor>,
-    preferred: usize,
+    preferred: Vec<Descriptor>,
+    others: Vec<Descriptor>,
     dropped: usize,
     unusable: usize,
     notes: Vec<String>,
@@ -36,8 +36,8 @@ impl<'a> ReferrerList<'a> {
         ReferrerList {
             artifact_type,
             prefer,
-            kept: Vec::new(),
-            preferred: 0,
+            preferred: Vec::new(),
+            others: Vec::new(),
             dropped: 0,
             unusable: 0,
             notes: Vec::new(),
@@ -75,23 +75,26 @@ impl<'a> ReferrerList<'a> {
     }
 
     /// Keeps `d` within [`MAX_REFERRERS`]: past the bound a preferred entry
-    /// replaces the last entry that is not preferred.
+    /// replaces the last entry kept that is not preferred (in constant time,
+    /// so many preferred-looking entries cost no more than their size).
     fn push(&mut self, d: Descriptor) {
         let preferred = (self.prefer)(&d);
-        if self.kept.len() < MAX_REFERRERS {
-            self.preferred += usize::from(preferred);
-            self.kept.push(d);
+        if self.preferred.len() + self.others.len() < MAX_REFERRERS {
+            if preferred {
+                self.preferred.push(d);
+            } else {
+                self.others.push(d);
+            }
             return;
         }
         self.dropped += 1;
-        if preferred && let Some(i) = self.kept.iter().rposition(|k| !(self.prefer)(k)) {
-            self.kept.remove(i);
-            self.kept.push(d);
-            self.preferred += 1;
+        if preferred && self.others.pop().is_some() {
+            self.preferred.push(d);
         }
     }
 
-    /// The list, with a note for every kind of entry left out.
+    /// The list (preferred entries first, each group in listed order), with a
+    /// note for every kind of entry left out.
     pub(crate) fn finish(mut self, source: ReferrersSource) -> Referrers {
         if self.unusable > 0 {
             let n = self.unusable;
@@ -101,10 +104,12 @@ impl<'a> ReferrerList<'a> {
             let n = self.dropped;
             self.note(format!(
                 "more than {MAX_REFERRERS} referrers ({} preferred kept first); {n} were not kept",
-                self.preferred
+                self.preferred.len()
             ));
         }
-        Referrers { descriptors: self.kept, source, notes: self.notes }
+        let mut descriptors = std::mem::take(&mut self.preferred);
+        descriptors.append(&mut self.others);
+        Referrers { descriptors, source, notes: self.notes }
     }
 }
 
