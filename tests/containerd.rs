@@ -35,6 +35,10 @@ fn free_port() -> u16 {
 
 impl Node {
     fn start() -> Node {
+        Node::start_with(&[])
+    }
+
+    fn start_with(extra_agent_args: &[&str]) -> Node {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let reg = rt.block_on(async {
             let reg = Registry::start(RegistryOptions::default()).await;
@@ -63,7 +67,9 @@ impl Node {
             "--coverage-interval".into(),
             "1s".into(),
         ];
-        let agent = files.start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+        all.extend_from_slice(extra_agent_args);
+        let agent = files.start(&all);
         Node { _rt: rt, reg, agent, ctd, verifier_json, metrics }
     }
 
@@ -416,4 +422,176 @@ fn doctor_json_names_every_problem() {
     assert!(checks.contains(&"verifier-missing") && checks.contains(&"agent"), "{checks:?}");
     assert!(!checks.contains(&"containerd-version"), "the socket tells the version: {v}");
     assert!(v["containerdVersion"].as_str().unwrap().contains("2.2.7"), "{v}");
+}
+
+/// A small real image (one empty layer) as an OCI archive whose digest no one allowed.
+fn unsigned_archive(dir: &Path, salt: &str) -> (PathBuf, String) {
+    use sha2::Digest as _;
+    let hex = |b: &[u8]| sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let layout = dir.join(format!("layout-{salt}"));
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let layer = vec![0u8; 1024]; // an empty tar
+    let layer_d = hex(&layer);
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Labels":{{"salt":"{salt}"}}}},"rootfs":{{"type":"layers","diff_ids":["sha256:{layer_d}"]}}}}"#
+    );
+    let config_d = hex(config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{config_d}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer_d}","size":1024}}]}}"#,
+        config.len()
+    );
+    let manifest_d = hex(manifest.as_bytes());
+    std::fs::write(blobs.join(&layer_d), &layer).unwrap();
+    std::fs::write(blobs.join(&config_d), &config).unwrap();
+    std::fs::write(blobs.join(&manifest_d), &manifest).unwrap();
+    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{manifest_d}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"v1"}}}}]}}"#,
+            manifest.len()
+        ),
+    )
+    .unwrap();
+    let tar = dir.join(format!("{salt}.tar"));
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&tar)
+        .args(["oci-layout", "index.json", "blobs"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    (tar, format!("sha256:{manifest_d}"))
+}
+
+impl Node {
+    fn audit(&self) -> serde_json::Value {
+        let path = self.agent.state_dir.join("audit.json");
+        serde_json::from_slice(&std::fs::read(path).unwrap_or_default()).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Waits until audit.json holds a finding of `kind` for `digest`; returns the time it took.
+    fn wait_finding(&self, kind: &str, digest: &str, since: Instant) -> (Duration, serde_json::Value) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let a = self.audit();
+            if let Some(f) =
+                a["findings"].as_array().and_then(|fs| fs.iter().find(|f| f["kind"] == kind && f["digest"] == digest))
+            {
+                return (since.elapsed(), f.clone());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no {kind} finding for {digest} within 30 s; audit: {}\nagent:\n{}", self.audit(), self.agent.stderr());
+    }
+
+    fn import(&self, tar: &Path, name: &str) {
+        let out = self.ctd.ctr(&["image", "import", "--base-name", name, &tar.display().to_string()]);
+        assert!(out.status.success(), "ctr image import: {}", text(&out));
+    }
+
+    fn agent_metric(&self, name: &str) -> Option<f64> {
+        let body = http_get(&self.metrics, "/metrics").ok()?;
+        body.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+}
+
+/// Issue 10: an imported image is reported as unverified, a verified pull is not;
+/// containerd restarting (the event stream drops) is survived.
+#[test]
+fn imported_images_are_reported_and_verified_pulls_are_not() {
+    if skip() {
+        return;
+    }
+    let mut node = Node::start();
+    let out = node.install(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let signed = node.image("signed");
+    assert_allowed(&node.ctd.ctr_pull(&signed), "ctr pull of the signed image");
+
+    let (tar, digest) = unsigned_archive(node.ctd.root(), "one");
+    let started = Instant::now();
+    node.import(&tar, "example.invalid/imported");
+    let (latency, f) = node.wait_finding("unverified", &digest, started);
+    eprintln!("import → unverified report: {} ms", latency.as_millis());
+    assert_eq!(f["namespace"], "default");
+    assert!(f["names"].to_string().contains("example.invalid/imported"), "{f}");
+    let signed_digest = "sha256:b8479de3f88fb259a0a9ea82a5b2a052a1ef3c4ebbcfc61482d5ae4c831f8af9";
+    let a = node.audit();
+    assert!(
+        !a["findings"].as_array().unwrap().iter().any(|f| f["digest"] == signed_digest),
+        "a verified pull was reported: {a}"
+    );
+    assert!(node.agent_metric("pullgate_unverified_images").unwrap_or(0.0) >= 1.0);
+
+    let audit = Command::new(bin("pullgate-agent"))
+        .arg("audit")
+        .arg("--state-dir")
+        .arg(&node.agent.state_dir)
+        .output()
+        .unwrap();
+    assert_eq!(audit.status.code(), Some(1), "audit exits 1 when it has findings: {}", text(&audit));
+    assert!(
+        text(&audit).contains("unverified") && text(&audit).contains("example.invalid/imported"),
+        "{}",
+        text(&audit)
+    );
+
+    // containerd restarts: the stream drops, the agent reconnects and re-lists.
+    node.restart();
+    let (tar2, digest2) = unsigned_archive(node.ctd.root(), "two");
+    let started = Instant::now();
+    node.import(&tar2, "example.invalid/after-restart");
+    let (latency, _) = node.wait_finding("unverified", &digest2, started);
+    eprintln!("after a containerd restart, import → report: {} ms", latency.as_millis());
+
+    // Removing the image clears its finding.
+    let rm = node.ctd.ctr(&["image", "rm", "--sync", "example.invalid/imported:v1"]);
+    assert!(rm.status.success(), "{}", text(&rm));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.audit()["findings"].as_array().unwrap().iter().any(|f| f["digest"] == digest.as_str()) {
+        assert!(Instant::now() < deadline, "the removed image is still reported: {}", node.audit());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 10: a trust change that revokes the signer makes the pulled image drift;
+/// with `--drift-action untag` its names go, and the next CRI pull is verified and denied.
+#[test]
+fn a_revoked_signer_makes_pulled_images_drift_and_untag_forces_a_verified_pull() {
+    if skip() {
+        return;
+    }
+    let node = Node::start_with(&["--drift-action", "untag"]);
+    let out = node.install(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let signed = node.image("signed");
+    assert_allowed(&node.ctd.cri_pull(&signed), "CRI pull of the signed image");
+    let digest = "sha256:b8479de3f88fb259a0a9ea82a5b2a052a1ef3c4ebbcfc61482d5ae4c831f8af9";
+    let listed = text(&node.ctd.ctr(&["--namespace", "k8s.io", "image", "ls", "-q"]));
+    assert!(listed.contains(&signed), "{listed}");
+
+    // Revoke the signer: the trust store now holds another CA.
+    let store = node.agent.config_dir.join("notation/truststore/x509/ca/e2e");
+    for e in std::fs::read_dir(&store).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let other = fixtures_dir().join("notation/truststore/x509/ca/e2e-other");
+    for e in std::fs::read_dir(&other).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), store.join(e.file_name())).unwrap();
+    }
+    let started = Instant::now();
+    let (latency, f) = node.wait_finding("drift", digest, started);
+    eprintln!("trust change → drift report: {} ms", latency.as_millis());
+    assert!(f["action"].as_str().unwrap().starts_with("untagged"), "{f}");
+    assert!(f["reason"].as_str().unwrap().contains("deny"), "{f}");
+    let listed = text(&node.ctd.ctr(&["--namespace", "k8s.io", "image", "ls", "-q"]));
+    assert!(!listed.contains(&signed), "untag left the name: {listed}");
+    assert_denied(&node.ctd.cri_pull(&signed), "CRI pull of the drifted image after untag");
 }

@@ -15,11 +15,14 @@ pub mod checks;
 pub mod dump;
 pub mod duration;
 pub mod edit;
+pub mod grpc;
 pub mod hosts;
+pub mod images;
 pub mod install_state;
 pub mod load;
 pub mod model;
 pub mod probe;
+pub mod proto;
 pub mod socket;
 pub mod version;
 
@@ -79,4 +82,3 @@ mod tests {
         assert_eq!(HostRoot::new("/").resolve(Path::new("/a/b/../c")), PathBuf::from("/a/c"));
     }
 }
-

@@ -5,13 +5,8 @@
 //! protobuf string fields back.
 
 use crate::version::Version;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Largest answer read (the real one is ~40 bytes).
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// The `Version` call did not give a version.
 #[derive(Debug, thiserror::Error)]
@@ -69,50 +64,20 @@ impl DaemonVersion {
 
 /// Asks containerd at `socket` for its version, within `timeout`.
 pub async fn version(socket: &Path, timeout: Duration) -> Result<DaemonVersion, SocketError> {
-    match tokio::time::timeout(timeout, exchange(socket)).await {
-        Ok(r) => r,
-        Err(_) => Err(SocketError::Timeout { socket: socket.to_path_buf(), timeout }),
-    }
-}
-
-async fn exchange(socket: &Path) -> Result<DaemonVersion, SocketError> {
-    let fail = |message: String| SocketError::Exchange { socket: socket.to_path_buf(), message };
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(|source| SocketError::Connect { socket: socket.to_path_buf(), source })?;
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-        .await
-        .map_err(|e| fail(format!("HTTP/2 handshake: {e}")))?;
-    let driver = tokio::spawn(conn);
-    let request = hyper::Request::post("http://containerd/containerd.services.version.v1.Version/Version")
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
-        .map_err(|e| fail(e.to_string()))?;
-    let result = async {
-        let response = sender.send_request(request).await.map_err(|e| fail(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(fail(format!("HTTP status {}", response.status())));
-        }
-        let header_status = grpc_status(response.headers());
-        let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-            .collect()
-            .await
-            .map_err(|e| fail(format!("reading the answer: {e}")))?;
-        let status = body.trailers().and_then(grpc_status).or(header_status);
-        if let Some(code) = status.filter(|c| *c != 0) {
-            return Err(fail(format!("gRPC status {code}")));
-        }
-        decode(&body.to_bytes()).map_err(|what| SocketError::Answer { socket: socket.to_path_buf(), what })
-    }
-    .await;
-    driver.abort();
-    result
-}
-
-fn grpc_status(h: &hyper::HeaderMap) -> Option<u32> {
-    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+    use crate::grpc::{Channel, GrpcError};
+    let map = |e: GrpcError| match e {
+        GrpcError::Connect { socket, source } => SocketError::Connect { socket, source },
+        GrpcError::Timeout { socket, timeout, .. } => SocketError::Timeout { socket, timeout },
+        other => SocketError::Exchange { socket: socket.to_path_buf(), message: other.to_string() },
+    };
+    let started = std::time::Instant::now();
+    let mut ch = Channel::connect(socket, timeout).await.map_err(map)?;
+    let left = timeout.saturating_sub(started.elapsed());
+    let msg = ch.unary("containerd.services.version.v1.Version/Version", None, &[], left).await.map_err(map)?;
+    let mut framed = vec![0, 0, 0, 0, 0];
+    framed[1..5].copy_from_slice(&(msg.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&msg);
+    decode(&framed).map_err(|what| SocketError::Answer { socket: socket.to_path_buf(), what })
 }
 
 /// One length-prefixed gRPC message holding a `VersionResponse` (fields 1 and 2, strings).
@@ -121,39 +86,13 @@ fn decode(frame: &[u8]) -> Result<DaemonVersion, String> {
         return Err("not an uncompressed gRPC message".into());
     }
     let len = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize;
-    let mut msg = frame.get(5..5 + len).ok_or("message shorter than its length prefix")?;
-    let mut out = DaemonVersion { version: String::new(), revision: String::new() };
-    while !msg.is_empty() {
-        let (key, rest) = varint(msg)?;
-        let (n, rest) = varint(rest)?;
-        if key & 7 != 2 {
-            return Err(format!("field {} is not length-delimited", key >> 3));
-        }
-        let n = n as usize;
-        let value = rest.get(..n).ok_or("field longer than the message")?;
-        let text = String::from_utf8(value.to_vec()).map_err(|_| "a field is not UTF-8")?;
-        match key >> 3 {
-            1 => out.version = text,
-            2 => out.revision = text,
-            _ => {}
-        }
-        msg = &rest[n..];
-    }
+    let msg = frame.get(5..5 + len).ok_or("message shorter than its length prefix")?;
+    let f = crate::proto::fields(msg).map_err(|e| e.to_string())?;
+    let out = DaemonVersion { version: crate::proto::string(&f, 1), revision: crate::proto::string(&f, 2) };
     if out.version.is_empty() {
         return Err("no version field".into());
     }
     Ok(out)
-}
-
-fn varint(b: &[u8]) -> Result<(u64, &[u8]), String> {
-    let mut v = 0u64;
-    for (i, byte) in b.iter().enumerate().take(10) {
-        v |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok((v, &b[i + 1..]));
-        }
-    }
-    Err("malformed varint".into())
 }
 
 #[cfg(test)]

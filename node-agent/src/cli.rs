@@ -88,6 +88,18 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
+    /// containerd's socket as seen from here: `--containerd-socket`, else `grpc.address`
+    /// from its config, under `--host-root`.
+    fn containerd_socket_path(&self) -> PathBuf {
+        let root = pullgate_containerd::HostRoot::new(&self.host_root);
+        let socket = self.containerd_socket.clone().unwrap_or_else(|| {
+            pullgate_containerd::load::load(&root, &self.containerd_config)
+                .map(|l| pullgate_containerd::model::Effective::from_merged(&l.merged).socket)
+                .unwrap_or_else(|_| pullgate_containerd::model::DEFAULT_SOCKET.into())
+        });
+        root.resolve(&socket)
+    }
+
     fn inputs(&self) -> pullgate_containerd::probe::Inputs {
         pullgate_containerd::probe::Inputs {
             host_root: pullgate_containerd::HostRoot::new(&self.host_root),
@@ -156,6 +168,16 @@ pub enum Command {
         /// Do not check node coverage (e.g. the agent runs where containerd is not).
         #[arg(long)]
         no_coverage: bool,
+        /// Do not follow containerd's image store (unverified images, policy drift).
+        #[arg(long)]
+        no_inventory: bool,
+        /// What to do with images a new config would deny: report, or untag (remove their
+        /// names so the next container start pulls and verifies them again).
+        #[arg(long, value_enum, default_value = "report")]
+        drift_action: crate::inventory::DriftAction,
+        /// How long after containerd records an image its allow decision may still arrive.
+        #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+        inventory_grace: Duration,
     },
     /// Decide once on an image with the daemon's engine and config: no
     /// socket, no cache shared with a running agent. Exit 0 allow, 1 deny,
@@ -218,6 +240,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Images on this node that pullgate never allowed, or that the config in force
+    /// would deny (from the running agent's image inventory).
+    Audit {
+        /// The agent's state directory.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the running agent for its generation, mode, uptime and counters.
     Status {
         /// Socket of the running agent.
@@ -249,6 +281,9 @@ pub fn main(cli: Cli) -> ExitCode {
             node,
             coverage_interval,
             no_coverage,
+            no_inventory,
+            drift_action,
+            inventory_grace,
         } => {
             init_tracing(log_format, "info");
             // The default address is best effort; an address asked for must be served.
@@ -308,7 +343,12 @@ pub fn main(cli: Cli) -> ExitCode {
                 opts.mode = 0o660;
             }
             let coverage = (!no_coverage).then(|| (node.inputs(), coverage_interval));
-            match run(source, state_dir, opts, metrics_listen, coverage) {
+            let inventory = (!no_inventory).then(|| InventoryOptions {
+                socket: node.containerd_socket_path(),
+                grace: inventory_grace,
+                drift_action,
+            });
+            match run(source, state_dir, opts, metrics_listen, RunExtras { coverage, inventory }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -326,6 +366,20 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Explain { id_or_digest, state_dir, json } => edge(explain(&id_or_digest, &state_dir, json)),
         Command::Status { socket, json } => edge(status(&socket, json)),
         Command::Doctor { node, socket, json } => doctor(&node, &socket, json),
+        Command::Audit { state_dir, json } => match crate::inventory::read_audit(&state_dir) {
+            Ok(a) if json => {
+                println!("{}", serde_json::to_string_pretty(&a).unwrap_or_default());
+                if a.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            }
+            Ok(a) => {
+                print!("{}", crate::inventory::render_audit(&a));
+                if a.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            }
+            Err(e) => {
+                eprintln!("pullgate-agent audit: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 
@@ -385,13 +439,27 @@ async fn kube_client() -> anyhow::Result<::kube::Client> {
     ::kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
+/// The image inventory's settings from the command line.
+struct InventoryOptions {
+    socket: PathBuf,
+    grace: Duration,
+    drift_action: crate::inventory::DriftAction,
+}
+
+/// The node-facing tasks beside the socket: coverage checks and the image inventory.
+struct RunExtras {
+    coverage: Option<(pullgate_containerd::probe::Inputs, Duration)>,
+    inventory: Option<InventoryOptions>,
+}
+
 fn run(
     source: Source,
     state_dir: PathBuf,
     opts: ServerOptions,
     metrics_listen: Option<MetricsOptions>,
-    coverage: Option<(pullgate_containerd::probe::Inputs, Duration)>,
+    extras: RunExtras,
 ) -> anyhow::Result<()> {
+    let RunExtras { coverage, inventory } = extras;
     create_private_dir(&state_dir).with_context(|| format!("creating state directory {}", state_dir.display()))?;
     let log = DecisionLog::open(&state_dir, report::DEFAULT_ROTATE_BYTES)?;
     let (config_dir, initial) = match &source {
@@ -477,12 +545,24 @@ fn run(
             }
             (Source::Kubernetes(_), None) => bail!("no Kubernetes client"),
         };
+        let events = event_client.and_then(|client| {
+            let pod = std::env::var("POD_NAME").ok()?;
+            let namespace = std::env::var("POD_NAMESPACE").ok()?;
+            Some(crate::coverage::EventTarget { client, namespace, pod, node: instance_name() })
+        });
+        let inventory_task = inventory.map(|i| {
+            let seeded = engine.seen().seed_from_log(&state_dir);
+            tracing::info!(allowed = seeded, "image inventory: allow decisions read from the decision log");
+            let opts = crate::inventory::Options {
+                socket: i.socket,
+                state_dir: state_dir.clone(),
+                grace: i.grace,
+                drift_action: i.drift_action,
+                events: events.clone(),
+            };
+            tokio::spawn(crate::inventory::run(opts, engine.clone(), metrics.clone(), rx.clone()))
+        });
         let coverage_task = coverage.map(|(inputs, interval)| {
-            let events = event_client.and_then(|client| {
-                let pod = std::env::var("POD_NAME").ok()?;
-                let namespace = std::env::var("POD_NAMESPACE").ok()?;
-                Some(crate::coverage::EventTarget { client, namespace, pod, node: instance_name() })
-            });
             let opts = crate::coverage::Options { inputs, interval, events };
             tokio::spawn(crate::coverage::run(opts, engine.clone(), metrics.clone(), rx.clone()))
         });
@@ -495,6 +575,9 @@ fn run(
             tracing::warn!("the config sync did not stop within 5 s");
         }
         if let Some(task) = coverage_task {
+            task.abort();
+        }
+        if let Some(task) = inventory_task {
             task.abort();
         }
         if let Some(task) = metrics_task

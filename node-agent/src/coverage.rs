@@ -76,7 +76,7 @@ pub async fn check_once(opts: &Options, engine: &Engine, metrics: &Metrics, last
         } else {
             tracing::warn!(reason, config = %opts.inputs.containerd_config.display(), "node coverage lost: {line}");
             if let Some(t) = &opts.events {
-                post_event(t.clone(), line.clone());
+                post_event(t.clone(), "NodeNotCovered", line.clone());
             }
         }
         *last = Some(line.clone());
@@ -131,7 +131,8 @@ fn watch_paths(opts: &Options, tx: mpsc::Sender<()>) -> Option<notify::Recommend
     (watching > 0).then_some(w)
 }
 
-fn post_event(t: EventTarget, message: String) {
+/// Posts a Warning Event on the agent's pod, in the background, within 10 s.
+pub(crate) fn post_event(t: EventTarget, reason: &'static str, message: String) {
     use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
     tokio::spawn(async move {
@@ -140,7 +141,7 @@ fn post_event(t: EventTarget, message: String) {
         let message: String = message.chars().take(1024).collect();
         let event = Event {
             metadata: ObjectMeta {
-                name: Some(format!("{}.coverage.{suffix:x}", t.pod)),
+                name: Some(format!("{}.{}.{suffix:x}", t.pod, reason.to_ascii_lowercase())),
                 namespace: Some(t.namespace.clone()),
                 ..ObjectMeta::default()
             },
@@ -151,7 +152,7 @@ fn post_event(t: EventTarget, message: String) {
                 namespace: Some(t.namespace.clone()),
                 ..ObjectReference::default()
             },
-            reason: Some("NodeNotCovered".into()),
+            reason: Some(reason.into()),
             message: Some(message),
             type_: Some("Warning".into()),
             count: Some(1),
@@ -160,7 +161,7 @@ fn post_event(t: EventTarget, message: String) {
             source: Some(EventSource { component: Some("pullgate-agent".into()), host: Some(t.node.clone()) }),
             reporting_component: Some("pullgate-agent".into()),
             reporting_instance: Some(t.node.clone()),
-            action: Some("CheckCoverage".into()),
+            action: Some("Check".into()),
             ..Event::default()
         };
         let api: kube::Api<Event> = kube::Api::namespaced(t.client, &t.namespace);

@@ -77,6 +77,8 @@ pub struct Engine {
     content: Option<Arc<dyn pullgate_registry::ContentStore>>,
     /// The last coverage verdict (see `coverage`), shown by `status`.
     coverage: RwLock<Option<String>>,
+    /// Digests this node allowed (see `inventory`).
+    seen: crate::inventory::SeenDigests,
 }
 
 impl Engine {
@@ -104,6 +106,7 @@ impl Engine {
             metrics: None,
             content: None,
             coverage: RwLock::new(None),
+            seen: crate::inventory::SeenDigests::default(),
         }
     }
 
@@ -281,6 +284,11 @@ impl Engine {
             counters,
             coverage: self.coverage.read().unwrap_or_else(|p| p.into_inner()).clone(),
         }
+    }
+
+    /// The digests this node allowed.
+    pub fn seen(&self) -> &crate::inventory::SeenDigests {
+        &self.seen
     }
 
     /// Records the node's coverage verdict for `status`.
@@ -466,6 +474,9 @@ impl Engine {
             Verdict::Deny => self.counters.denied.fetch_add(1, Ordering::Relaxed),
         };
         report.verdict = verdict;
+        if verdict == Verdict::Allow {
+            self.seen.allowed(&report.digest, std::time::SystemTime::now());
+        }
         // The report keeps the reason as decided (already bounded by
         // `report::summarize`); the answer and the log line get at most
         // MAX_REASON_BYTES, pointing at the report for the rest.

@@ -21,6 +21,7 @@ pub mod config;
 pub mod coverage;
 pub mod engine;
 pub mod flight;
+pub mod inventory;
 pub mod metrics;
 pub mod oneshot;
 pub mod report;

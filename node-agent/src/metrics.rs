@@ -83,6 +83,12 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InventoryLabels {
+    kind: &'static str,
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -134,6 +140,9 @@ pub struct Metrics {
     sync_errors: Counter,
     coverage: Family<ReasonLabels, Gauge>,
     coverage_reason: Mutex<Option<String>>,
+    unverified_images: Gauge,
+    drift_images: Gauge,
+    inventory_reports: Family<InventoryLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -202,6 +211,24 @@ impl Metrics {
             "1 when every pull on this node reaches pullgate, 0 when some are bypassed; reason names the first failed check (\"ok\" when covered)",
             coverage.clone(),
         );
+        let unverified_images = Gauge::default();
+        registry.register(
+            "pullgate_unverified_images",
+            "Images in containerd's store whose digest pullgate never allowed on this node (see pullgate-agent audit)",
+            unverified_images.clone(),
+        );
+        let drift_images = Gauge::default();
+        registry.register(
+            "pullgate_drift_images",
+            "Images in containerd's store that the config in force would deny (see pullgate-agent audit)",
+            drift_images.clone(),
+        );
+        let inventory_reports = Family::<InventoryLabels, Counter>::default();
+        registry.register(
+            "pullgate_inventory_reports",
+            "Images reported by the inventory, by kind (unverified, drift) and source (startup, event, generation)",
+            inventory_reports.clone(),
+        );
         // Series that exist from the start, so ratios and increases are defined at zero.
         for result in ["hit", "miss"] {
             cache_requests.get_or_create(&ResultLabels { result }).inc_by(0);
@@ -221,7 +248,23 @@ impl Metrics {
             sync_errors,
             coverage,
             coverage_reason: Mutex::new(None),
+            unverified_images,
+            drift_images,
+            inventory_reports,
         }
+    }
+
+    /// Sets the inventory gauges.
+    pub fn set_inventory(&self, unverified: i64, drift: i64) {
+        self.unverified_images.set(unverified);
+        self.drift_images.set(drift);
+    }
+
+    /// Counts one inventory report; `source` is `startup`, `event` or `generation …` (kept as `generation`).
+    pub fn inventory_report(&self, kind: &'static str, source: &str) {
+        let source = if source.starts_with("generation") { "generation" } else { source };
+        let source = if matches!(source, "startup" | "event" | "scan" | "generation") { source } else { OTHER };
+        self.inventory_reports.get_or_create(&InventoryLabels { kind, source: source.to_string() }).inc();
     }
 
     /// Sets `pullgate_node_coverage`: 1 with reason `ok` when covered, else 0 with the
