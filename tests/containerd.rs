@@ -595,3 +595,53 @@ fn a_revoked_signer_makes_pulled_images_drift_and_untag_forces_a_verified_pull()
     assert!(!listed.contains(&signed), "untag left the name: {listed}");
     assert_denied(&node.ctd.cri_pull(&signed), "CRI pull of the drifted image after untag");
 }
+
+/// Issue 10: a drift re-check of 200 images sharing one digest costs the registry
+/// requests of one verification (the engine's cache and single flight).
+#[test]
+fn a_drift_recheck_of_200_images_costs_one_verification() {
+    if skip() {
+        return;
+    }
+    let node = Node::start();
+    let out = node.install(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let signed = node.image("signed");
+    let before_pull = node.reg.access_count();
+    assert_allowed(&node.ctd.cri_pull(&signed), "CRI pull of the signed image");
+    // One verification's requests (plus the pull's own manifest and blob fetches, which the
+    // drift check does not make): an upper bound for the re-check.
+    let one_pull = node.reg.access_count() - before_pull;
+    for i in 1..200 {
+        let o = node.ctd.ctr(&[
+            "--namespace",
+            "k8s.io",
+            "image",
+            "tag",
+            &signed,
+            &format!("{}/signed:copy-{i}", node.reg.host),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let before = node.reg.access_count();
+    let store = node.agent.config_dir.join("notation/truststore/x509/ca/e2e");
+    for e in std::fs::read_dir(&store).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    for e in std::fs::read_dir(fixtures_dir().join("notation/truststore/x509/ca/e2e-other")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), store.join(e.file_name())).unwrap();
+    }
+    let started = Instant::now();
+    let digest = "sha256:b8479de3f88fb259a0a9ea82a5b2a052a1ef3c4ebbcfc61482d5ae4c831f8af9";
+    let (took, f) = node.wait_finding("drift", digest, started);
+    let requests = node.reg.access_count() - before;
+    let names = f["names"].as_array().unwrap().len();
+    eprintln!(
+        "drift re-check of {names} images (1 digest): {} ms, {requests} registry requests (a pull + verification: {one_pull})",
+        took.as_millis()
+    );
+    assert!(names >= 200, "{f}");
+    assert!(requests <= one_pull, "the re-check cost {requests} requests, more than one verification ({one_pull})");
+    assert!(requests >= 1, "the re-check must actually ask the registry");
+}
