@@ -51,6 +51,13 @@ enum Target<'a> {
 }
 
 impl Target<'_> {
+    fn kind(&self) -> Kind {
+        match self {
+            Target::Real(_) => Kind::TagSchema,
+            Target::Spec(_) => Kind::ReferrersApi,
+        }
+    }
+
     fn host(&self) -> String {
         match self {
             Target::Real(r) => r.host.clone(),
@@ -172,6 +179,7 @@ struct Image {
     descriptor: Descriptor,
     signed: bool,
     row: &'static str,
+    kind: Kind,
 }
 
 /// The cosign `key-valid` fixture case directory.
@@ -261,6 +269,10 @@ mod spec {
         no_api: std::collections::HashSet<String>,
         canned: HashMap<String, Answer>,
         seen: Vec<String>,
+        /// Requests that carried an `Authorization` header, by target.
+        authorized: Vec<String>,
+        /// Repositories that answer 401 with a Basic challenge without one.
+        basic: std::collections::HashSet<String>,
     }
 
     /// The running server; it stops with the runtime.
@@ -341,7 +353,17 @@ mod spec {
 
         /// What the server would answer for `target` now (recorded as a request).
         pub fn answer_now(&self, target: &str) -> Answer {
-            answer(&self.state, target)
+            answer(&self.state, target, false)
+        }
+
+        /// `repo` requires basic auth (any credentials): 401 with a Basic challenge without them.
+        pub fn require_basic(&self, repo: &str) {
+            self.state.lock().unwrap().basic.insert(repo.to_string());
+        }
+
+        /// Targets of the requests that carried an `Authorization` header.
+        pub fn authorized(&self) -> Vec<String> {
+            self.state.lock().unwrap().authorized.clone()
         }
 
         /// Every request target so far.
@@ -361,7 +383,8 @@ mod spec {
         }
         let head = String::from_utf8_lossy(&buf[..n]).to_string();
         let target = head.split_whitespace().nth(1).unwrap_or_default().to_string();
-        let (status, headers, body) = answer(&state, &target);
+        let authorized = head.to_ascii_lowercase().contains("\r\nauthorization:");
+        let (status, headers, body) = answer(&state, &target, authorized);
         let mut resp = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
         for (k, v) in headers {
             resp.push_str(&format!("{k}: {v}\r\n"));
@@ -375,9 +398,16 @@ mod spec {
         (404, vec![], br#"{"errors":[{"code":"NOT_FOUND","message":"not found"}]}"#.to_vec())
     }
 
-    fn answer(state: &Mutex<State>, target: &str) -> Answer {
+    fn answer(state: &Mutex<State>, target: &str, authorized: bool) -> Answer {
         let mut st = state.lock().unwrap();
         st.seen.push(target.to_string());
+        if authorized {
+            st.authorized.push(target.to_string());
+        }
+        let needs_auth = st.basic.iter().any(|r| target.starts_with(&format!("/v2/{r}/")));
+        if needs_auth && !authorized {
+            return (401, vec![("WWW-Authenticate".into(), "Basic realm=\"spec\"".into())], Vec::new());
+        }
         if let Some(a) = st.canned.get(target).or_else(|| st.canned.get("*")) {
             return a.clone();
         }
@@ -467,7 +497,7 @@ where
             }
             Target::Spec(s) => s.list_first(&repo, entries),
         }
-        out.push(Image { name: format!("{}/{repo}:v1", t.host()), descriptor: subject(), signed, row });
+        out.push(Image { name: format!("{}/{repo}:v1", t.host()), descriptor: subject(), signed, row, kind: t.kind() });
     }
     out
 }
@@ -483,13 +513,19 @@ where
     for signed in [true, false] {
         let repo = format!("c/{row}-{}", if signed { "signed" } else { "unsigned" });
         setup(repo.clone(), signed).await;
-        out.push(Image { name: format!("{}/{repo}:v1", t.host()), descriptor: cosign_subject(), signed, row });
+        out.push(Image {
+            name: format!("{}/{repo}:v1", t.host()),
+            descriptor: cosign_subject(),
+            signed,
+            row,
+            kind: t.kind(),
+        });
     }
     out
 }
 
 /// Every row of the issue's table that `t` can hold.
-async fn scenarios(t: &Target<'_>, kind: Kind, other: &spec::Server) -> Vec<Image> {
+async fn scenarios(t: &Target<'_>, kind: Kind, other: &spec::Server, storage: &spec::Server) -> Vec<Image> {
     let mut images = Vec::new();
     // A list entry without a size (plus one with a malformed digest on the spec server).
     images.extend(
@@ -584,14 +620,14 @@ async fn scenarios(t: &Target<'_>, kind: Kind, other: &spec::Server) -> Vec<Imag
         .await,
     );
     if let Target::Spec(s) = t {
-        images.extend(spec_only_rows(s, t, other).await);
+        images.extend(spec_only_rows(s, t, other, storage).await);
     }
     images
 }
 
 /// Rows the real registry cannot hold: an oversized referrers page, an
 /// oversized tag-schema index and `.sig` manifest, a redirected `.sig` tag.
-async fn spec_only_rows(s: &spec::Server, t: &Target<'_>, other: &spec::Server) -> Vec<Image> {
+async fn spec_only_rows(s: &spec::Server, t: &Target<'_>, other: &spec::Server, storage: &spec::Server) -> Vec<Image> {
     let mut images = Vec::new();
     let huge = (200, vec![("Content-Type".to_string(), OCI_INDEX.to_string())], vec![b' '; 4 * MIB + 1]);
     // A second referrers page over 4 MiB.
@@ -620,7 +656,28 @@ async fn spec_only_rows(s: &spec::Server, t: &Target<'_>, other: &spec::Server) 
         descriptor: subject(),
         signed: false,
         row: "big-index",
+        kind: Kind::ReferrersApi,
     });
+    // A registry requiring credentials that redirects the valid envelope's
+    // download to a storage host: followed, without the credentials.
+    let envelope = "sha256:c9af07e038b2b1a463e648986ad7273157511ffeba0b689f33e5472bae471f50";
+    let bytes = std::fs::read(
+        fixtures_dir().join("notation/oci-layouts/e2e-valid-signature/blobs/sha256").join(&envelope[7..]),
+    )
+    .unwrap();
+    storage.canned("/storage/envelope?sig=x", (200, vec![], bytes));
+    let to = format!("http://{}/storage/envelope?sig=x", storage.host);
+    images.extend(
+        notation_row(t, "blob-redirect", |repo| {
+            let to = to.clone();
+            async move {
+                s.require_basic(&repo);
+                s.canned(&format!("/v2/{repo}/blobs/{envelope}"), (307, vec![("Location".into(), to)], Vec::new()));
+                Vec::new()
+            }
+        })
+        .await,
+    );
     // Cosign: a `.sig` tag over 4 MiB, or redirected to another host; the
     // signed image also has its valid signature attached as a referrer.
     for row in ["big-sig", "redirect-sig"] {
@@ -650,11 +707,13 @@ async fn spec_only_rows(s: &spec::Server, t: &Target<'_>, other: &spec::Server) 
 
 /// An agent verifying `n/**` with Notation (fixture trust store `e2e`) and
 /// `c/**` with cosign (`cosign.pub`, no transparency log) on every host.
-fn agent_files(hosts: &[String], failure_policy: &str) -> AgentFiles {
+fn agent_files(hosts: &[String], failure_policy: &str, docker_config: &Path) -> AgentFiles {
     let mut toml = format!(
         "defaultAction = \"deny\"\nfailurePolicy = \"{failure_policy}\"\n\
+         [auth]\ndockerConfig = {:?}\n\
          [notation]\ntrustPolicy = \"notation/trustpolicy.json\"\ntrustStore = \"notation/truststore\"\n\
-         [sigstore]\nkeys = [\"keys/cosign.pub\"]\nrequireTlog = false\n"
+         [sigstore]\nkeys = [\"keys/cosign.pub\"]\nrequireTlog = false\n",
+        docker_config.display().to_string()
     );
     for h in hosts {
         toml.push_str(&format!("[registries.\"{h}\"]\ninsecure = true\n"));
@@ -684,7 +743,8 @@ fn verify(agent: &AgentFiles, image: &Image, failure_policy: &str) -> pullgate_t
 }
 
 /// The safe verdict for `image`, not reached through the failure policy.
-fn check(agent: &AgentFiles, image: &Image, policy: &str, kind: Kind) -> Result<(), String> {
+fn check(agent: &AgentFiles, image: &Image, policy: &str) -> Result<(), String> {
+    let kind = image.kind;
     let run = verify(agent, image, policy);
     let line = run.stdout.trim_end().to_string();
     eprintln!("{kind:?} {policy} {:?}: {line}", run.elapsed);
@@ -730,21 +790,29 @@ fn junk_never_changes_a_verdict_on_either_registry_kind_or_failure_policy() {
         // Where the spec server redirects a `.sig` tag: it must never be asked.
         let other = spec::Server::start().await;
         other.canned("*", (500, vec![], b"{\"errors\":[{\"code\":\"SECRET-BODY\"}]}".to_vec()));
-        let mut images = scenarios(&Target::Real(&real), Kind::TagSchema, &other).await;
-        let n_real = images.len();
-        images.extend(scenarios(&Target::Spec(&spec_server), Kind::ReferrersApi, &other).await);
-        (real, spec_server, (images, n_real, other))
+        // Where the spec server redirects blob downloads (a storage backend).
+        let storage = spec::Server::start().await;
+        let mut images = scenarios(&Target::Real(&real), Kind::TagSchema, &other, &storage).await;
+        images.extend(scenarios(&Target::Spec(&spec_server), Kind::ReferrersApi, &other, &storage).await);
+        // The valid envelope is the same blob everywhere and the agent keeps
+        // what verified: the redirected download must be the first one.
+        images.sort_by_key(|i| i.row != "blob-redirect");
+        (real, spec_server, (images, other, storage))
     });
-    let (images, n_real, other) = images;
+    let (images, other, storage) = images;
     eprintln!("set up {} images in {:?}", images.len(), started.elapsed());
     let hosts = vec![real.host.clone(), spec_server.host.clone()];
+    let docker_config = tempfile::tempdir().unwrap();
+    let credentials = docker_config.path().join("config.json");
+    // Basic credentials (u:p) for the spec server, which asks for them on `n/blob-redirect-*`.
+    let auths = json!({"auths": {spec_server.host.clone(): {"auth": "dTpw"}}});
+    std::fs::write(&credentials, auths.to_string()).unwrap();
     let mut failures = Vec::new();
     for policy in ["open", "closed"] {
-        let agent = agent_files(&hosts, policy).start(&[]);
+        let agent = agent_files(&hosts, policy, &credentials).start(&[]);
         let before = total_size(&agent.state_dir);
-        for (i, image) in images.iter().enumerate() {
-            let kind = if i < n_real { Kind::TagSchema } else { Kind::ReferrersApi };
-            if let Err(e) = check(&agent, image, policy, kind) {
+        for image in &images {
+            if let Err(e) = check(&agent, image, policy) {
                 failures.push(e);
             }
         }
@@ -762,6 +830,9 @@ fn junk_never_changes_a_verdict_on_either_registry_kind_or_failure_policy() {
         }
     }
     assert!(other.seen().is_empty(), "the redirect target was asked: {:?}", other.seen());
+    assert!(!storage.seen().is_empty(), "the blob redirect was followed");
+    assert!(storage.authorized().is_empty(), "credentials went to the storage host: {:?}", storage.authorized());
+    assert!(!spec_server.authorized().is_empty(), "the registry itself got the credentials");
     assert!(
         failures.is_empty(),
         "{} of {} verdicts are wrong:\n{}",
