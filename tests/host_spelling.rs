@@ -5,7 +5,10 @@
 //! verifier runs fail-open, so a deny can come from neither the failure policy
 //! nor an unreachable agent.
 
-use pullgate_tests::{Agent, containerd_args, descriptor_stdin, fixture_descriptors, run_verifier, verifier_config};
+use pullgate_tests::{
+    Agent, AgentFiles, EXIT_CONFIG, agent_command, containerd_args, descriptor_stdin, fixture_descriptors,
+    run_verifier, verifier_config,
+};
 
 const POLICY: &str = r#"
 defaultAction = "allow"
@@ -98,4 +101,27 @@ fn other_hosts_still_get_the_default_action() {
         assert_eq!(code, Some(0), "{name} should get defaultAction allow: {line}");
         assert!(line.contains("defaultAction"), "{name}: {line}");
     }
+}
+
+#[test]
+fn check_config_refuses_hostile_spellings_in_patterns() {
+    let scope = |image: &str| {
+        format!("defaultAction = \"allow\"\n[[scopes]]\nname = \"s\"\nimages = [{image:?}]\naction = \"deny\"\n")
+    };
+    for (image, why) in [
+        ("localhost:05101/**", "leading zeros"),
+        ("[::ffff:127.0.0.1]:5101/**", "write the IPv4 address itself"),
+        ("127.1:5101/**", "dotted-quad"),
+        ("ghcr.io:80/**", "port 80"),
+    ] {
+        let files = AgentFiles::new(&scope(image));
+        let (code, out, err) = agent_command(&["check-config", files.config_dir.to_str().unwrap()]);
+        assert_eq!(code, Some(EXIT_CONFIG), "{image} must make the config invalid: {out}{err}");
+        let text = format!("{out}{err}");
+        assert!(text.contains("scopes[0].images[0]") && text.contains(why), "{image}: {text}");
+    }
+    // Non-canonical but unambiguous spellings are accepted: they mean the canonical host.
+    let files = AgentFiles::new(&scope("GHCR.io:443/acme/**"));
+    let (code, out, err) = agent_command(&["check-config", files.config_dir.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}{err}");
 }
