@@ -2,9 +2,11 @@
 //!
 //! * [`Client`] — manifests and blobs by digest (size-capped, digest-checked),
 //!   manifests by tag, and referrers (OCI 1.1 API with `Link` pagination and
-//!   `artifactType` filtering, tag-schema fallback), with per-registry
-//!   concurrency limits, deadlines on every request, and retries that honour
-//!   `Retry-After`.
+//!   `artifactType` filtering, tag-schema fallback; junk in a list is a
+//!   note, never an error), with per-registry concurrency limits, deadlines
+//!   on every request, retries that honour `Retry-After`, redirects for blob
+//!   downloads only (never with credentials to another host), and error
+//!   bodies reduced to a short sanitised reason.
 //! * [`auth`] — the keychain (longest registry/repository prefix), docker
 //!   `config.json` and credential helpers, the bearer token flow and an
 //!   in-memory token cache. Credentials never touch the disk or the logs.
