@@ -34,6 +34,9 @@ use sha2::{Digest as _, Sha256};
 const BEACON: &str = "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main";
 const ACTIONS: &str = "https://token.actions.githubusercontent.com";
 
+/// How many bundle seeds there are: [`VALID_BUNDLES`] and cosign's OCI attestation.
+const BUNDLE_SEEDS: usize = VALID_BUNDLES.len() + 1;
+
 /// The conformance cases that verify (the `_fail` cases are already failures).
 const VALID_BUNDLES: [&str; 9] = [
     "happy-path-intoto-in-dsse-v3",
@@ -92,6 +95,22 @@ impl BundleSeed {
             }
         };
         BundleSeed { name, digest: sha256(&artifact), bundle, artifact, dsse, policy, tsa_certs }
+    }
+
+    /// cosign's image attestation bundle (PROVENANCE.md, cosign-oci-attestation), for its image digest.
+    fn oci_attestation() -> BundleSeed {
+        let dir = shared().join("sigstore-bundle/cosign-oci-attestation");
+        let root_bytes = fs::read(dir.join("trusted_root_pgi.json")).unwrap();
+        let identity = Identity::exact("https://github.com/login/oauth", "cody@soyland.com");
+        BundleSeed {
+            name: "cosign-oci-attestation",
+            bundle: fs::read(dir.join("oci-attestation.sigstore.json")).unwrap(),
+            artifact: Vec::new(),
+            digest: "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4".into(),
+            dsse: true,
+            policy: BundlePolicy::keyless(TrustedRoot::parse(&root_bytes).unwrap(), vec![identity]),
+            tsa_certs: tsa_certificates(&serde_json::from_slice(&root_bytes).unwrap()),
+        }
     }
 
     fn verify(&self, bundle: &[u8]) -> Outcome {
@@ -159,7 +178,8 @@ fn keys(name: &str) -> PublicKeys {
 fn bundle_seeds() -> &'static [BundleSeed] {
     static SEEDS: OnceLock<Vec<BundleSeed>> = OnceLock::new();
     SEEDS.get_or_init(|| {
-        let seeds: Vec<BundleSeed> = VALID_BUNDLES.iter().map(|n| BundleSeed::load(n)).collect();
+        let mut seeds: Vec<BundleSeed> = VALID_BUNDLES.iter().map(|n| BundleSeed::load(n)).collect();
+        seeds.push(BundleSeed::oci_attestation());
         for s in &seeds {
             let o = s.verify(&s.bundle);
             assert!(o.verified, "seed {} must verify unmutated: {:?}", s.name, o.failure);
@@ -462,7 +482,7 @@ fn assert_rejected(o: &Outcome, what: &str) -> Result<(), TestCaseError> {
 
 proptest! {
     #[test]
-    fn mutated_bundles_never_verify(which in 0usize..9, m in mutation()) {
+    fn mutated_bundles_never_verify(which in 0usize..BUNDLE_SEEDS, m in mutation()) {
         let seed = &bundle_seeds()[which];
         let bytes = apply(&seed.bundle, &m);
         prop_assume!(bytes != seed.bundle);
@@ -481,7 +501,7 @@ proptest! {
     }
 
     #[test]
-    fn bundle_values_replaced_by_random_json_never_verify(which in 0usize..9, pick in any::<prop::sample::Index>(), v in json_value()) {
+    fn bundle_values_replaced_by_random_json_never_verify(which in 0usize..BUNDLE_SEEDS, pick in any::<prop::sample::Index>(), v in json_value()) {
         let seed = &bundle_seeds()[which];
         let mut doc: Value = serde_json::from_slice(&seed.bundle).unwrap();
         let mut all = Vec::new();
@@ -498,7 +518,7 @@ proptest! {
     }
 
     #[test]
-    fn random_bundles_never_verify(v in json_value(), bytes in prop::collection::vec(any::<u8>(), 0..512), which in 0usize..9) {
+    fn random_bundles_never_verify(v in json_value(), bytes in prop::collection::vec(any::<u8>(), 0..512), which in 0usize..BUNDLE_SEEDS) {
         let seed = &bundle_seeds()[which];
         assert_rejected(&seed.verify(&serde_json::to_vec(&v).unwrap()), "random JSON")?;
         assert_rejected(&seed.verify(&bytes), "random bytes")?;
@@ -570,7 +590,7 @@ fn root_copy(chain: &str) -> (&str, &str) {
 
 #[test]
 fn seeds_verify() {
-    assert_eq!(bundle_seeds().len(), 9);
+    assert_eq!(bundle_seeds().len(), BUNDLE_SEEDS);
     assert_eq!(cosign_seeds().len(), 3);
     for s in cosign_seeds() {
         assert!(!s.annotations.is_empty(), "{} has annotations to mutate", s.name);
