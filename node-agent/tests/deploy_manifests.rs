@@ -160,8 +160,10 @@ fn example_configmaps_sync_to_the_example_config_dir() {
 /// The host paths the installer works on, and where it sees them: `--host-root` + the host path.
 const INSTALLER_HOST_PATHS: [&str; 4] =
     ["/etc/containerd", "/opt/containerd/image-verifier", "/etc/pullgate", "/run/containerd"];
-/// The host paths `pullgate-agent doctor` reads (read-only), under the same host root.
-const DOCTOR_HOST_PATHS: [&str; 3] = ["/etc/containerd", "/opt/containerd/image-verifier/bin", "/etc/pullgate"];
+/// The host paths `pullgate-agent doctor` reads (read-only), under the same host root;
+/// `/run/containerd` for containerd's socket (its version).
+const DOCTOR_HOST_PATHS: [&str; 4] =
+    ["/etc/containerd", "/opt/containerd/image-verifier/bin", "/etc/pullgate", "/run/containerd"];
 const HOST_ROOT: &str = "/host";
 
 fn pod_of_daemonset() -> PodSpec {
@@ -192,6 +194,17 @@ fn host_path_at(pod: &PodSpec, c: &Container, mount_path: &str) -> Option<(Strin
     Some((v.host_path.as_ref()?.path.clone(), m.read_only.unwrap_or(false)))
 }
 
+/// Every mount of containerd's runtime directory follows the host's mounts
+/// (`HostToContainer`), so it does not pin the containers' rootfs mounts below it.
+fn assert_run_containerd_follows_host(pod: &PodSpec, c: &Container) {
+    for m in c.volume_mounts.iter().flatten() {
+        let v = pod.volumes.iter().flatten().find(|v| v.name == m.name).unwrap();
+        if v.host_path.as_ref().is_some_and(|h| h.path == "/run/containerd") {
+            assert_eq!(m.mount_propagation.as_deref(), Some("HostToContainer"), "{}: {}", c.name, m.mount_path);
+        }
+    }
+}
+
 fn privileged(c: &Container) -> bool {
     c.security_context.as_ref().and_then(|s| s.privileged).unwrap_or(false)
 }
@@ -204,6 +217,7 @@ fn assert_installer_mounts(pod: &PodSpec, c: &Container) {
         assert_eq!(path, host, "{}: {at} must be the host's {host}", c.name);
         assert!(!ro, "{}: {at} must be writable", c.name);
     }
+    assert_run_containerd_follows_host(pod, c);
 }
 
 /// Runs a built binary with `args` and returns its `--help` text (exit 0 required).
@@ -349,6 +363,7 @@ fn daemonset_installs_the_node_before_the_agent_starts() {
         assert_eq!(path, host);
         assert!(ro, "the agent mounts {host} read-only");
     }
+    assert_run_containerd_follows_host(&pod, agent);
     let live = probe(&agent.liveness_probe);
     assert_eq!(live.get(..2), Some(&["pullgate-agent".to_string(), "status".to_string()][..]));
     assert_eq!(flag(&live, "socket"), flag(&agent_args, "socket"));
