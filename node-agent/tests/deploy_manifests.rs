@@ -260,6 +260,25 @@ fn documented_flags(help: &str) -> Vec<String> {
     flags
 }
 
+/// The `[default: …]` a clap `--help` text gives for `--name` (on its line or the lines
+/// of its description, before the next option).
+fn documented_default(help: &str, name: &str) -> Option<String> {
+    let lines: Vec<&str> = help.lines().collect();
+    let start = lines.iter().position(|l| {
+        let l = l.trim_start();
+        l.starts_with('-') && l.split([' ', ',']).any(|w| w == format!("--{name}"))
+    })?;
+    for (i, line) in lines[start..].iter().enumerate() {
+        if i > 0 && line.trim_start().starts_with('-') {
+            break;
+        }
+        if let Some((_, rest)) = line.split_once("[default: ") {
+            return rest.split(']').next().map(str::to_string);
+        }
+    }
+    None
+}
+
 /// Subcommand names listed under `Commands:` in a clap `--help` text.
 fn documented_subcommands(help: &str) -> Vec<String> {
     help.lines()
@@ -412,6 +431,14 @@ fn manifest_commands_are_ones_the_binaries_accept() {
     let install_bin = workspace_binary("pullgate-install");
     let install = &pod.init_containers.as_ref().expect("init containers")[0];
     assert_accepted(&install_bin, &with_bin(install));
+    // verifier.json names the socket the agent serves: the installer's --socket (or its default).
+    let agent_socket = flag(agent.args.as_deref().unwrap_or_default(), "socket").expect("agent --socket=");
+    let install_args = install.args.clone().unwrap_or_default();
+    let verifier_socket = match flag(&install_args, "socket") {
+        Some(s) => s.to_string(),
+        None => documented_default(&help(&install_bin, &["install"]), "socket").expect("install --socket default"),
+    };
+    assert_eq!(verifier_socket, agent_socket, "the verifier would connect to another socket than the agent's");
     let (_, job_pod) = pod_of_uninstall_job();
     assert_accepted(&install_bin, &with_bin(&job_pod.containers[0]));
 }
