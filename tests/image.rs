@@ -373,6 +373,31 @@ async fn agent_image_is_reproducible_valid_and_pulled_by_containerd() {
         assert!(built == e.data, "{} in the layer is target/{MUSL}/{profile}/{name}", e.name);
     }
 
+    // They run, from the layer's bytes: `--version` names this version; the verifier,
+    // exec'd without containerd's arguments, denies as it must (one line, exit 1).
+    let bin_dir = tempfile::tempdir().unwrap();
+    for e in image.entries.iter().filter(|e| e.kind == b'0') {
+        use std::os::unix::fs::PermissionsExt;
+        let name = e.name.rsplit('/').next().unwrap();
+        let path = bin_dir.path().join(name);
+        std::fs::write(&path, &e.data).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = if name == "pullgate-verifier" {
+            Command::new(&path).env("PULLGATE_VERIFIER_CONFIG", bin_dir.path().join("none.json")).output()
+        } else {
+            Command::new(&path).arg("--version").output()
+        }
+        .unwrap_or_else(|err| panic!("running {name} from the layer: {err}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if name == "pullgate-verifier" {
+            assert_eq!(out.status.code(), Some(1), "{name}: {stdout}");
+            assert!(stdout.starts_with("pullgate: denied") && stdout.lines().count() == 1, "{name}: {stdout}");
+        } else {
+            assert!(out.status.success(), "{name} --version: {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(stdout.trim(), format!("{name} {VERSION}"));
+        }
+    }
+
     // Another SOURCE_DATE_EPOCH: another created time, other mtimes, another digest.
     let head = git(&["rev-parse", "HEAD"]);
     let other = build_image(&c, Some(OTHER_EPOCH));
