@@ -645,3 +645,30 @@ fn a_drift_recheck_of_200_images_costs_one_verification() {
     assert!(requests <= one_pull, "the re-check cost {requests} requests, more than one verification ({one_pull})");
     assert!(requests >= 1, "the re-check must actually ask the registry");
 }
+
+/// A containerd config that is a symlink: install writes its target and keeps the
+/// link; uninstall restores the target's bytes and the link is still there.
+#[test]
+fn a_symlinked_config_is_edited_through_the_link() {
+    if skip() {
+        return;
+    }
+    let mut node = Node::start();
+    let cfg = std::fs::read_to_string(&node.ctd.config).unwrap();
+    let base = node.ctd.root().join("base/config.toml");
+    std::fs::create_dir_all(base.parent().unwrap()).unwrap();
+    // Without max_verifiers, so the install has to change the file.
+    let original = cfg.replace("    max_verifiers = 10\n", "");
+    std::fs::write(&base, &original).unwrap();
+    std::fs::remove_file(&node.ctd.config).unwrap();
+    std::os::unix::fs::symlink(&base, &node.ctd.config).unwrap();
+    node.restart();
+    let out = node.install(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(std::fs::symlink_metadata(&node.ctd.config).unwrap().file_type().is_symlink(), "the link was replaced");
+    assert!(std::fs::read_to_string(&base).unwrap().contains("max_verifiers"));
+    let out = node.installer(&["uninstall", "--verifier-config", &node.verifier_json.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(std::fs::symlink_metadata(&node.ctd.config).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_to_string(&base).unwrap(), original);
+}

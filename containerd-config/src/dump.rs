@@ -55,21 +55,63 @@ pub enum DumpError {
     },
 }
 
-/// Runs a command with stdin closed, killing it after `timeout`.
+/// Most bytes kept from a command's stdout and from its stderr (the rest is read and dropped).
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+
+/// Runs a command with stdin closed in a process group of its own; after `timeout` the
+/// whole group is killed and `Ok(None)` returned. Output is drained as it comes (a chatty
+/// command cannot block on a full pipe) and kept up to [`MAX_OUTPUT_BYTES`]; a grandchild
+/// that keeps the pipes open does not keep this waiting once the command itself exited.
 pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> std::io::Result<Option<Output>> {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    use std::os::unix::process::CommandExt;
+    use std::sync::{Arc, Mutex};
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).spawn()?;
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(mut pipe) = pipe {
+            let (b, d) = (buf.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut b = b.lock().unwrap_or_else(|p| p.into_inner());
+                    let room = MAX_OUTPUT_BYTES.saturating_sub(b.len());
+                    b.extend_from_slice(&chunk[..n.min(room)]);
+                }
+                d.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        (buf, done)
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
     let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait()?.is_some() {
-            return child.wait_with_output().map(Some);
+    let kill_group = |pid: u32| {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    };
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
         }
         if Instant::now() >= deadline {
-            let _ = child.kill();
+            kill_group(child.id());
             let _ = child.wait();
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(10));
+    };
+    // Let the readers catch up, briefly: a grandchild may hold the pipes open forever.
+    let settle = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < settle
+        && !(out.1.load(std::sync::atomic::Ordering::SeqCst) && err.1.load(std::sync::atomic::Ordering::SeqCst))
+    {
+        std::thread::sleep(Duration::from_millis(5));
     }
+    let take = |b: &Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(Some(Output { status, stdout: take(&out.0), stderr: take(&err.0) }))
 }
 
 fn run(binary: &Path, args: &[&std::ffi::OsStr]) -> Result<String, DumpError> {
@@ -104,4 +146,31 @@ pub fn config_dump(binary: &Path, config: &Path) -> Result<Table, DumpError> {
         args: "config dump".into(),
         what: "a TOML document",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grandchild_holding_the_pipe_does_not_hang_it() {
+        let started = Instant::now();
+        let out = run_bounded(Command::new("sh").args(["-c", "sleep 30 & echo protocol 1"]), Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "protocol 1");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_hung_command_is_killed_with_its_group_and_chatter_is_capped() {
+        assert!(
+            run_bounded(Command::new("sh").args(["-c", "sleep 30"]), Duration::from_millis(200)).unwrap().is_none()
+        );
+        let out = run_bounded(Command::new("sh").args(["-c", "head -c 5000000 /dev/zero"]), Duration::from_secs(10))
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.stdout.len(), MAX_OUTPUT_BYTES);
+    }
 }

@@ -254,16 +254,26 @@ fn fix_registry(
             format!("{shown}.registry.configs {with_auth:?} carry credentials (auth), which hosts.toml cannot: give them to kubelet (image pull Secrets or a credential provider), then remove them"),
         ));
     }
-    let config_path = registry
+    // config_path may list several directories (`a:b`): new files go to the first, and
+    // a host already described in any of them is left alone.
+    let config_paths: Vec<String> = registry
         .get("config_path")
         .and_then(Item::as_str)
         .filter(|s| !s.is_empty())
         .unwrap_or(DEFAULT_CONFIG_PATH)
-        .to_string();
+        .split(':')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    let config_path = config_paths.first().cloned().unwrap_or_else(|| DEFAULT_CONFIG_PATH.to_string());
     let planned = hosts_files(&mirrors, &tls);
     let mut moved_mirrors = Vec::new();
     let mut moved_configs = Vec::new();
     for (host, text) in planned {
+        if host == "*" || host == "_default" {
+            out.refused.push((Trigger::RegistryMirrors, format!("the catch-all mirror {host:?} becomes {config_path}/_default/hosts.toml: write that file by hand, then remove the mirror")));
+            continue;
+        }
         if !safe_host_dir(&host) {
             out.refused.push((
                 Trigger::RegistryMirrors,
@@ -271,7 +281,7 @@ fn fix_registry(
             ));
             continue;
         }
-        if hosts_exists(&config_path, &host) {
+        if config_paths.iter().any(|dir| hosts_exists(dir, &host)) {
             out.refused.push((
                 Trigger::RegistryMirrors,
                 format!("{config_path}/{host}/hosts.toml already exists; merge {shown}.registry settings for {host} into it by hand"),

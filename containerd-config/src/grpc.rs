@@ -112,8 +112,12 @@ pub struct Stream {
 impl Stream {
     /// The next message; `Ok(None)` when the stream ended cleanly.
     pub async fn next(&mut self) -> Result<Option<Vec<u8>>, GrpcError> {
-        if let Some(pending) = self.pending.take() {
-            let resp = pending.await.map_err(|e| self.fail(e.to_string()))?;
+        // Cancel-safe: the pending answer is kept until it resolves, so a caller may drop
+        // this future (e.g. in `select!`) and call again.
+        if let Some(pending) = self.pending.as_mut() {
+            let resp = pending.await;
+            self.pending = None;
+            let resp = resp.map_err(|e| self.fail(e.to_string()))?;
             if !resp.status().is_success() {
                 return Err(self.fail(format!("HTTP status {}", resp.status())));
             }
@@ -151,6 +155,13 @@ impl Stream {
                     });
                 }
                 Some(Ok(f)) => {
+                    if self.buf.len() > MAX_MESSAGE_BYTES + 5 {
+                        return Err(GrpcError::Exchange {
+                            socket: self.socket.clone(),
+                            method: self.method.clone(),
+                            message: "a message is over the size limit".into(),
+                        });
+                    }
                     if let Some(t) = f.trailers_ref()
                         && let Some((code, message)) = status_of(t).filter(|(c, _)| *c != 0)
                     {

@@ -66,26 +66,35 @@ pub fn endpoint_host(url: &str) -> &str {
 /// tried in order before the upstream) and TLS configs (endpoint host → settings).
 pub fn hosts_files(mirrors: &BTreeMap<String, Vec<String>>, tls: &BTreeMap<String, Tls>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let mut tls_used: Vec<&str> = Vec::new();
     for (host, endpoints) in mirrors {
         let server = upstream(host);
         let mut text =
             format!("# Written by pullgate-install from CRI registry.mirrors.{host:?}.\nserver = {}\n", quote(&server));
         if let Some(t) = tls.get(endpoint_host(&server)).or_else(|| tls.get(host.as_str())) {
             text.push_str(&t.lines(""));
-            tls_used.push(host);
         }
+        let mut seen: Vec<&str> = Vec::new();
         for ep in endpoints.iter().filter(|e| e.trim_end_matches('/') != server) {
+            if seen.contains(&ep.as_str()) {
+                continue;
+            }
+            seen.push(ep);
             text.push_str(&format!("\n[host.{}]\n  capabilities = [\"pull\", \"resolve\"]\n", quote(ep)));
+            // CRI used an endpoint's path as given; hosts.toml appends /v2 unless told not to.
+            let path = ep.split_once("://").map(|(_, r)| r).unwrap_or(ep).split_once('/').map(|(_, p)| p).unwrap_or("");
+            if !path.trim_matches('/').is_empty() {
+                text.push_str("  override_path = true\n");
+            }
             if let Some(t) = tls.get(endpoint_host(ep)) {
                 text.push_str(&t.lines("  "));
-                tls_used.push(endpoint_host(ep));
             }
         }
         out.insert(host.clone(), text);
     }
     for (host, t) in tls {
-        if out.contains_key(host) || tls_used.contains(&host.as_str()) {
+        // A host that is also a mirror endpoint still gets its own file: pulls that name
+        // it directly need its TLS settings too.
+        if out.contains_key(host) {
             continue;
         }
         let text = format!(
@@ -121,6 +130,19 @@ mod tests {
         let r: toml::Table = files["reg.internal:5000"].parse().unwrap();
         assert_eq!(r["skip_verify"].as_bool(), Some(true));
         assert_eq!(r["server"].as_str(), Some("https://reg.internal:5000"));
+    }
+
+    #[test]
+    fn paths_duplicates_and_tls_hosts() {
+        let mut mirrors = BTreeMap::new();
+        mirrors
+            .insert("r.io".to_string(), vec!["https://harbor/proxy".to_string(), "https://harbor/proxy".to_string()]);
+        let mut tls = BTreeMap::new();
+        tls.insert("harbor".to_string(), Tls { insecure_skip_verify: true, ..Tls::default() });
+        let files = hosts_files(&mirrors, &tls);
+        let d: toml::Table = files["r.io"].parse().expect("no duplicate tables");
+        assert_eq!(d["host"]["https://harbor/proxy"]["override_path"].as_bool(), Some(true));
+        assert!(files.contains_key("harbor"), "the mirror host keeps its own TLS file");
     }
 
     #[test]

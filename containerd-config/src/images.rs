@@ -110,13 +110,16 @@ impl Client {
         }
     }
 
-    /// Removes an image's name (its content stays until containerd's garbage collection;
-    /// running containers are not touched).
-    pub async fn delete_image(&self, namespace: &str, name: &str) -> Result<(), GrpcError> {
-        let req = Writer::default().bytes(1, name.as_bytes()).finish();
+    /// Removes an image's name if it still points at `digest` (containerd compares the
+    /// target, so a name re-pulled to another digest meanwhile is kept). Its content stays
+    /// until containerd's garbage collection; running containers are not touched.
+    /// `Ok(false)`: the name is gone or points elsewhere.
+    pub async fn delete_image(&self, namespace: &str, name: &str, digest: &str) -> Result<bool, GrpcError> {
+        let target = Writer::default().bytes(2, digest.as_bytes()).finish();
+        let req = Writer::default().bytes(1, name.as_bytes()).bytes(3, &target).finish();
         match self.call("containerd.services.images.v1.Images/Delete", Some(namespace), &req).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
         }
     }

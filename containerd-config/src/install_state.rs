@@ -42,7 +42,8 @@ pub struct OwnedFile {
 
 /// The whole record.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+// No deny_unknown_fields: an older agent or uninstall must read a newer installer's record.
+#[serde(rename_all = "camelCase")]
 pub struct State {
     /// The verifier binary in bin_dir.
     pub verifier: Option<OwnedFile>,

@@ -67,9 +67,76 @@ impl HostRoot {
 /// it sorts before the usual names of other verifiers.
 pub const DEFAULT_VERIFIER_NAME: &str = "00-pullgate-verifier";
 
+impl HostRoot {
+    /// Follows symlinks in `path` (a host path) the way the host would — an absolute
+    /// link target is a host path, so it is resolved under this root, not in this
+    /// container — and returns the host path of the file itself. At most 32 links.
+    pub fn follow_links(&self, path: &Path) -> std::io::Result<PathBuf> {
+        let mut pending: Vec<std::ffi::OsString> = path
+            .components()
+            .rev()
+            .filter_map(|c| match c {
+                Component::Normal(p) => Some(p.to_os_string()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect();
+        let mut host = PathBuf::from("/");
+        let mut hops = 0;
+        while let Some(part) = pending.pop() {
+            if part == ".." {
+                host.pop();
+                continue;
+            }
+            let next = host.join(&part);
+            match std::fs::symlink_metadata(self.resolve(&next)) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    hops += 1;
+                    if hops > 32 {
+                        return Err(std::io::Error::other(format!(
+                            "{}: too many levels of symbolic links",
+                            path.display()
+                        )));
+                    }
+                    let target = std::fs::read_link(self.resolve(&next))?;
+                    if target.is_absolute() {
+                        host = PathBuf::from("/");
+                    }
+                    for c in target.components().rev() {
+                        match c {
+                            Component::Normal(p) => pending.push(p.to_os_string()),
+                            Component::ParentDir => pending.push("..".into()),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => host = next,
+            }
+        }
+        Ok(host)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absolute_links_resolve_under_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(d.path());
+        std::fs::create_dir_all(d.path().join("etc/containerd/base")).unwrap();
+        std::fs::write(d.path().join("etc/containerd/base/config.toml"), "version = 3\n").unwrap();
+        std::os::unix::fs::symlink("/etc/containerd/base/config.toml", d.path().join("etc/containerd/config.toml"))
+            .unwrap();
+        std::os::unix::fs::symlink("base", d.path().join("etc/containerd/rel")).unwrap();
+        let p = root.follow_links(Path::new("/etc/containerd/config.toml")).unwrap();
+        assert_eq!(p, PathBuf::from("/etc/containerd/base/config.toml"));
+        let p = root.follow_links(Path::new("/etc/containerd/rel/config.toml")).unwrap();
+        assert_eq!(p, PathBuf::from("/etc/containerd/base/config.toml"));
+        std::os::unix::fs::symlink("loop", d.path().join("loop")).unwrap();
+        assert!(root.follow_links(Path::new("/loop")).is_err());
+    }
 
     #[test]
     fn host_paths_stay_under_the_root() {

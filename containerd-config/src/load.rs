@@ -86,7 +86,15 @@ pub enum LoadError {
 /// Reads one file; `Ok(None)` when it does not exist.
 pub fn read_source(root: &HostRoot, path: &Path) -> Result<Option<Source>, LoadError> {
     use std::io::Read;
-    let read_from = root.resolve(path);
+    let real = root.follow_links(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+    let read_from = root.resolve(&real);
+    match std::fs::metadata(&read_from) {
+        Ok(m) if !m.is_file() => {
+            let source = std::io::Error::other("it is not a regular file");
+            return Err(LoadError::Read { path: path.to_path_buf(), source });
+        }
+        _ => {}
+    }
     let file = match std::fs::File::open(&read_from) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -117,9 +125,11 @@ pub fn load(root: &HostRoot, path: &Path) -> Result<Loaded, LoadError> {
     let mut sources = Vec::new();
     let main = read_source(root, path)?;
     let main_exists = main.is_some();
-    let mut queue: Vec<Source> = main.into_iter().collect();
+    // Breadth first, as containerd reads them: the main file, its imports in order,
+    // then their imports (checked against `containerd config dump`); later files win.
+    let mut queue: std::collections::VecDeque<Source> = main.into_iter().collect();
     let mut seen: Vec<PathBuf> = vec![path.to_path_buf()];
-    while let Some(src) = queue.pop() {
+    while let Some(src) = queue.pop_front() {
         let mut imported = Vec::new();
         for pattern in imports_of(&src) {
             for p in expand_import(root, &src.path, &pattern) {
@@ -136,8 +146,7 @@ pub fn load(root: &HostRoot, path: &Path) -> Result<Loaded, LoadError> {
             }
         }
         sources.push(src);
-        // Depth first, in order: reversed because `queue` is a stack.
-        queue.extend(imported.into_iter().rev());
+        queue.extend(imported);
     }
     let mut merged = Table::new();
     for s in &sources {
@@ -179,40 +188,73 @@ fn expand_import(root: &HostRoot, importer: &Path, pattern: &str) -> Vec<PathBuf
     out
 }
 
-/// Shell-style match of one path component: `*`, `?` and `[abc]` / `[a-z]` classes.
+/// Shell-style match of one path component: `*`, `?` and `[abc]` / `[a-z]` / `[!a]`
+/// classes. Iterative with one backtrack point, so no pattern can make it exponential.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| go(&p[1..], &n[i..])),
-            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
-            Some('[') => {
-                let Some(close) = p.iter().position(|&c| c == ']') else { return false };
-                let Some(&c) = n.first() else { return false };
-                let class = &p[1..close];
-                let (negate, class) = match class.first() {
-                    Some('^') | Some('!') => (true, &class[1..]),
-                    _ => (false, class),
-                };
-                let mut hit = false;
-                let mut i = 0;
-                while i < class.len() {
-                    if i + 2 < class.len() && class[i + 1] == '-' {
-                        hit |= class[i] <= c && c <= class[i + 2];
-                        i += 3;
-                    } else {
-                        hit |= class[i] == c;
-                        i += 1;
-                    }
-                }
-                hit != negate && go(&p[close + 1..], &n[1..])
-            }
-            Some(&c) => n.first() == Some(&c) && go(&p[1..], &n[1..]),
-        }
-    }
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
-    go(&p, &n)
+    // One pattern token at p[i]: its length, and whether it matches c (None for `*`).
+    fn token(p: &[char], i: usize, c: char) -> (usize, Option<bool>) {
+        match p[i] {
+            '*' => (1, None),
+            '?' => (1, Some(true)),
+            '[' => {
+                let Some(close) = p[i + 1..].iter().position(|&x| x == ']').map(|k| i + 1 + k) else {
+                    return (1, Some(c == '['));
+                };
+                let mut class = &p[i + 1..close];
+                let negate = matches!(class.first(), Some('!') | Some('^'));
+                if negate {
+                    class = &class[1..];
+                }
+                let mut hit = false;
+                let mut k = 0;
+                while k < class.len() {
+                    if k + 2 < class.len() && class[k + 1] == '-' {
+                        hit |= class[k] <= c && c <= class[k + 2];
+                        k += 3;
+                    } else {
+                        hit |= class[k] == c;
+                        k += 1;
+                    }
+                }
+                (close + 1 - i, Some(hit != negate))
+            }
+            x => (1, Some(x == c)),
+        }
+    }
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() {
+            let (len, m) = token(&p, pi, n[ni]);
+            match m {
+                None => {
+                    star = Some((pi + 1, ni));
+                    pi += 1;
+                    continue;
+                }
+                Some(true) => {
+                    pi += len;
+                    ni += 1;
+                    continue;
+                }
+                Some(false) => {}
+            }
+        }
+        match star {
+            Some((sp, sn)) => {
+                pi = sp;
+                ni = sn + 1;
+                star = Some((sp, sn + 1));
+            }
+            None => return false,
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
 }
 
 /// The keys of version 2's `io.containerd.grpc.v1.cri` plugin that containerd 2.x
@@ -248,8 +290,16 @@ pub fn migrate_to_v3(table: &Table, version: i64) -> Table {
         plugins.insert(V2_CRI_PLUGIN.into(), cri);
     }
     let Some(Value::Table(cri)) = plugins.get(V2_CRI_PLUGIN).cloned() else { return t };
-    let mut images = Table::new();
+    // Into the images table the file may already have (containerd merges, it does not replace).
+    let mut images = match plugins.remove(V3_IMAGES_PLUGIN) {
+        Some(Value::Table(t)) => t,
+        _ => Table::new(),
+    };
     for key in V2_IMAGE_KEYS {
+        // containerd 2.2 does not carry a version 1 file's max_concurrent_downloads over (checked).
+        if version == 1 && *key == "max_concurrent_downloads" {
+            continue;
+        }
         if let Some(v) = cri.get(*key) {
             images.insert((*key).to_string(), v.clone());
         }
@@ -257,7 +307,7 @@ pub fn migrate_to_v3(table: &Table, version: i64) -> Table {
     if let Some(sandbox) = cri.get("sandbox_image") {
         let mut pinned = Table::new();
         pinned.insert("sandbox".into(), sandbox.clone());
-        images.insert("pinned_images".into(), Value::Table(pinned));
+        merge_into(&mut images, Table::from_iter([("pinned_images".to_string(), Value::Table(pinned))]));
     }
     plugins.insert(V3_IMAGES_PLUGIN.into(), Value::Table(images));
     t
@@ -294,6 +344,33 @@ mod tests {
         assert!(glob_match("1?-x.toml", "10-x.toml"));
         assert!(glob_match("[0-9]*", "5a"));
         assert!(!glob_match("[!0-9]*", "5a"));
+        assert!(glob_match("*a*b", "xxaxxb") && !glob_match("*a*b", "xxaxxc"));
+        // No exponential blow-up on hostile patterns.
+        let hostile = format!("{}b", "a*".repeat(40));
+        assert!(!glob_match(&hostile, &"a".repeat(255)));
+    }
+
+    #[test]
+    fn containerd_reads_imports_breadth_first() {
+        // main imports [a, b]; a imports c: containerd reads main, a, b, c, so c wins.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let w = |n: &str, body: &str| std::fs::write(d.join(n), body).unwrap();
+        w("main.toml", "version = 3\nimports = ['a.toml', 'b.toml']\n");
+        w("a.toml", "version = 3\nimports = ['c.toml']\n");
+        w("b.toml", "version = 3\n[plugins.'io.containerd.cri.v1.images']\nmax_concurrent_downloads = 3\n");
+        w("c.toml", "version = 3\n[plugins.'io.containerd.cri.v1.images']\nmax_concurrent_downloads = 5\n");
+        let l = load(&HostRoot::new("/"), &d.join("main.toml")).unwrap();
+        assert_eq!(l.merged["plugins"][V3_IMAGES_PLUGIN]["max_concurrent_downloads"].as_integer(), Some(5));
+    }
+
+    #[test]
+    fn a_version_2_file_keeps_its_own_v3_images_table() {
+        let t: Table = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\nsandbox_image = 'x:1'\n[plugins.\"io.containerd.cri.v1.images\"]\nuse_local_image_pull = true\n".parse().unwrap();
+        let m = migrate_to_v3(&t, 2);
+        let images = &m["plugins"][V3_IMAGES_PLUGIN];
+        assert_eq!(images["use_local_image_pull"].as_bool(), Some(true));
+        assert_eq!(images["pinned_images"]["sandbox"].as_str(), Some("x:1"));
     }
 
     #[test]

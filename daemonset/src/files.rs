@@ -46,12 +46,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>, tmp_dir: Optio
     std::fs::create_dir_all(dir).map_err(err("creating directory", dir))?;
     let existing = std::fs::metadata(path).ok();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = tmp_dir.unwrap_or(dir).join(format!(".{name}.pullgate-tmp-{}", std::process::id()));
+    let nonce =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let tmp = tmp_dir.unwrap_or(dir).join(format!(".{name}.pullgate-tmp-{}-{nonce:x}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode_compat(0o600)
             .open(&tmp)
             .map_err(err("creating", &tmp))?;
@@ -85,6 +86,24 @@ impl ModeCompat for std::fs::OpenOptions {
         use std::os::unix::fs::OpenOptionsExt;
         self.mode(mode)
     }
+}
+
+/// Holds an exclusive lock on `<dir>/lock` (created) until dropped: one installer at a time.
+pub fn lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, FileError> {
+    std::fs::create_dir_all(dir).map_err(err("creating directory", dir))?;
+    let path = dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode_compat(0o600)
+        .open(&path)
+        .map_err(err("opening", &path))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| FileError {
+        action: "locking",
+        path,
+        source: e.into(),
+    })
 }
 
 /// Removes a file; a missing one is fine.

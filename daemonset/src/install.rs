@@ -301,6 +301,49 @@ fn verifier_slot(opts: &Options, bin_dir: &Path, state: &State) -> Result<(Strin
     Ok((name, before + 1))
 }
 
+/// The bootstrap allowlist: exact images only, never a pattern. The agent's image must be
+/// pinned by digest; the CRI sandbox image goes on it as written when it names a tag or a
+/// digest (a bare repository would allow every tag); `--bootstrap` entries must name one too.
+fn bootstrap_entries(opts: &Options, effective: &Effective) -> Result<Vec<String>, InstallError> {
+    use pullgate_reference::Reference;
+    let exact = |what: &str, s: &str| -> Result<Reference, InstallError> {
+        if s.contains('*') {
+            return Err(InstallError::Invalid(format!(
+                "{what} {s:?} is a pattern; the bootstrap allowlist takes exact images"
+            )));
+        }
+        let r = Reference::parse(s).map_err(|e| InstallError::Invalid(format!("{what} {s:?}: {e}")))?;
+        if r.tag().is_none() && r.digest().is_none() {
+            return Err(InstallError::Invalid(format!(
+                "{what} {s:?} names no tag or digest, which would allow every tag of the repository"
+            )));
+        }
+        Ok(r)
+    };
+    let mut out: Vec<String> = Vec::new();
+    if let Some(a) = &opts.agent_image {
+        let r = exact("--agent-image", a)?;
+        if r.digest().is_none() {
+            return Err(InstallError::Invalid(format!(
+                "--agent-image {a:?} is not pinned by digest (NAME@sha256:…): a tag on the bootstrap allowlist trusts whoever can push it"
+            )));
+        }
+        out.push(a.clone());
+    }
+    if let Some(s) = &effective.images.sandbox_image
+        && exact("the CRI sandbox image (pinned_images.sandbox)", s).is_ok()
+    {
+        out.push(s.clone());
+    }
+    for b in &opts.bootstrap {
+        exact("--bootstrap", b)?;
+        if !out.contains(b) {
+            out.push(b.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// verifier.json's text for this install.
 fn verifier_json(opts: &Options, effective: &Effective) -> Result<String, InstallError> {
     let timeout = effective.bindir.per_verifier_timeout.clone().unwrap_or(DEFAULT_PER_VERIFIER_TIMEOUT);
@@ -310,18 +353,7 @@ fn verifier_json(opts: &Options, effective: &Effective) -> Result<String, Instal
         ))
     })?;
     let deadline_ms = (deadline.as_millis() as u64).min(pullgate_wire::MAX_DEADLINE_MS);
-    let mut bootstrap: Vec<String> = Vec::new();
-    if let Some(a) = &opts.agent_image {
-        bootstrap.push(a.clone());
-    }
-    if let Some(s) = &effective.images.sandbox_image {
-        bootstrap.push(s.clone());
-    }
-    for b in &opts.bootstrap {
-        if !bootstrap.contains(b) {
-            bootstrap.push(b.clone());
-        }
-    }
+    let bootstrap = bootstrap_entries(opts, effective)?;
     let v = serde_json::json!({
         "socket": opts.socket,
         "deadlineMs": deadline_ms,
@@ -339,6 +371,7 @@ pub async fn install(opts: &Options) -> Result<Report, InstallError> {
     let root = &opts.host_root;
     let state_dir_host = state_dir_for(&opts.verifier_config);
     let state_dir = root.resolve(&state_dir_host);
+    let _lock = if opts.dry_run { None } else { Some(crate::files::lock(&state_dir)?) };
     let mut state = State::load(&state_dir.join("state.json"))?;
     let loaded = load(root, &opts.containerd_config)?;
     let effective = Effective::from_merged(&loaded.merged);
@@ -351,7 +384,11 @@ pub async fn install(opts: &Options) -> Result<Report, InstallError> {
     })?;
     let json = verifier_json(opts, &after)?;
     let mut report = Report { changes: plan.changes.clone(), ..Report::default() };
-    if after.images.sandbox_image.is_some() {
+    if let Some(sb) = after.images.sandbox_image.as_deref()
+        && !json.contains(&format!("\"{sb}\""))
+    {
+        report.warnings.push(format!("the CRI sandbox image {sb:?} names neither a tag nor a digest (or is a pattern): it is not on the bootstrap allowlist; add it with --bootstrap NAME@sha256:…"));
+    } else if after.images.sandbox_image.as_deref().is_some_and(|s| !s.contains('@')) {
         report.warnings.push("the CRI sandbox (pause) image is on the bootstrap allowlist by tag: anyone who can push that tag can run it; pin it by digest with --bootstrap NAME@sha256:… and pinned_images.sandbox".into());
     }
     let target = bin_dir.join(&name);
@@ -376,6 +413,15 @@ pub async fn install(opts: &Options) -> Result<Report, InstallError> {
         report.changes = report.changes.into_iter().map(|c| format!("would have {c}")).collect();
         return Ok(report);
     }
+    // Write-ahead: what is about to be written is recorded first, so a run that dies
+    // half-way leaves nothing uninstall does not know about.
+    state.verifier = Some(OwnedFile { path: target.clone(), sha256: sha256_hex(&verifier_bytes) });
+    state.verifier_config = Some(OwnedFile { path: opts.verifier_config.clone(), sha256: sha256_hex(json.as_bytes()) });
+    for (p, text) in &plan.hosts {
+        state.hosts_files.retain(|h| &h.path != p);
+        state.hosts_files.push(OwnedFile { path: p.clone(), sha256: sha256_hex(text.as_bytes()) });
+    }
+    save_state(&state_dir, &state)?;
     // Verifier and its config first: once containerd restarts, pulls use them.
     if verifier_changed {
         let dir_local = root.resolve(&bin_dir);
@@ -386,18 +432,13 @@ pub async fn install(opts: &Options) -> Result<Report, InstallError> {
         let tmp = parent.filter(|p| same_filesystem(p, &dir_local));
         write_atomic(&target_local, &verifier_bytes, Some(0o755), tmp.as_deref())?;
     }
-    state.verifier = Some(OwnedFile { path: target.clone(), sha256: sha256_hex(&verifier_bytes) });
     if json_changed {
         write_atomic(&json_local, json.as_bytes(), Some(0o644), None)?;
     }
-    state.verifier_config = Some(OwnedFile { path: opts.verifier_config.clone(), sha256: sha256_hex(json.as_bytes()) });
     let backups = backup_and_write(opts, &plan, &mut state, &state_dir)?;
     for (p, text) in &plan.hosts {
         write_atomic(&root.resolve(p), text.as_bytes(), Some(0o644), None)?;
-        state.hosts_files.retain(|h| &h.path != p);
-        state.hosts_files.push(OwnedFile { path: p.clone(), sha256: sha256_hex(text.as_bytes()) });
     }
-    save_state(&state_dir, &state)?;
     if !plan.texts.is_empty() {
         let socket = opts.containerd_socket.clone().unwrap_or_else(|| after.socket.clone());
         match restart_and_wait(opts, &socket).await {
@@ -435,22 +476,33 @@ fn backup_and_write(
     let root = &opts.host_root;
     let mut previous = Vec::new();
     for (path, text) in &plan.texts {
-        let local = root.resolve(path);
+        // Through symlinks as the host sees them: the link stays, its target is written.
+        let local = root.resolve(&root.follow_links(path).unwrap_or_else(|_| path.clone()));
         let before = read_optional(&local)?;
         if state.config(path).is_none() {
-            let backup = before.as_ref().map(|_| {
-                state_dir_for(&opts.verifier_config).join("backup").join(path.strip_prefix("/").unwrap_or(path))
-            });
-            if let (Some(b), Some(bytes)) = (&backup, &before) {
+            let backup_path =
+                state_dir_for(&opts.verifier_config).join("backup").join(path.strip_prefix("/").unwrap_or(path));
+            // A backup left by a run that died before recording it holds the true original:
+            // never overwrite one.
+            let original = match read_optional(&root.resolve(&backup_path))? {
+                Some(kept) => Some(kept),
+                None => before.clone(),
+            };
+            let backup = original.as_ref().map(|_| backup_path.clone());
+            if let (Some(b), Some(bytes)) = (&backup, &original)
+                && read_optional(&root.resolve(b))?.is_none()
+            {
                 write_atomic(&root.resolve(b), bytes, Some(0o600), None)?;
             }
             state.configs.push(TouchedFile {
                 path: path.clone(),
-                existed: before.is_some(),
+                existed: original.is_some(),
                 backup,
-                original_sha256: before.as_deref().map(sha256_hex),
-                installed_sha256: String::new(),
+                original_sha256: original.as_deref().map(sha256_hex),
+                installed_sha256: before.as_deref().map(sha256_hex).unwrap_or_default(),
             });
+            // Write-ahead: the record exists before the file changes.
+            save_state(state_dir, state)?;
         }
         if let Some(bytes) = &before {
             let stamp =
@@ -458,10 +510,11 @@ fn backup_and_write(
             let name = format!("{}.{stamp}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
             write_atomic(&state_dir.join("backup/previous").join(name), bytes, Some(0o600), None)?;
         }
-        write_atomic(&local, text.as_bytes(), None, None)?;
         if let Some(rec) = state.configs.iter_mut().find(|c| &c.path == path) {
             rec.installed_sha256 = sha256_hex(text.as_bytes());
         }
+        save_state(state_dir, state)?;
+        write_atomic(&local, text.as_bytes(), None, None)?;
         previous.push((path.clone(), before));
     }
     Ok(previous)
@@ -501,7 +554,7 @@ async fn rollback(opts: &Options, previous: &Previous, plan: &Plan, socket: &Pat
     let root = &opts.host_root;
     let mut problems = Vec::new();
     for (path, bytes) in previous {
-        let local = root.resolve(path);
+        let local = root.resolve(&root.follow_links(path).unwrap_or_else(|_| path.clone()));
         let r = match bytes {
             Some(b) => write_atomic(&local, b, None, None).map(|_| ()),
             None => crate::files::remove_optional(&local).map(|_| ()),

@@ -35,6 +35,7 @@ pub async fn uninstall(opts: &UninstallOptions) -> Result<Report, InstallError> 
     let root = &opts.host_root;
     let state_dir_host = state_dir_for(&opts.verifier_config);
     let state_dir = root.resolve(&state_dir_host);
+    let lock = state_dir.exists().then(|| crate::files::lock(&state_dir)).transpose()?;
     let state = State::load(&state_dir.join("state.json"))?;
     let mut report = Report::default();
     if state.is_empty() {
@@ -44,8 +45,9 @@ pub async fn uninstall(opts: &UninstallOptions) -> Result<Report, InstallError> 
         return Ok(report);
     }
     // Refuse before touching anything if a config changed since the install.
+    let local_of = |p: &std::path::Path| root.resolve(&root.follow_links(p).unwrap_or_else(|_| p.to_path_buf()));
     for c in &state.configs {
-        let now = read_optional(&root.resolve(&c.path))?;
+        let now = read_optional(&local_of(&c.path))?;
         let sha = now.as_deref().map(sha256_hex);
         if sha.as_deref() != Some(c.installed_sha256.as_str()) && sha != c.original_sha256 && !opts.force {
             return Err(InstallError::Invalid(format!(
@@ -60,7 +62,7 @@ pub async fn uninstall(opts: &UninstallOptions) -> Result<Report, InstallError> 
     }
     let mut config_changed = false;
     for c in &state.configs {
-        let local = root.resolve(&c.path);
+        let local = local_of(&c.path);
         let now = read_optional(&local)?;
         if now.as_deref().map(sha256_hex) == c.original_sha256 {
             continue;
@@ -109,6 +111,7 @@ pub async fn uninstall(opts: &UninstallOptions) -> Result<Report, InstallError> 
             None => {}
         }
     }
+    drop(lock);
     std::fs::remove_dir_all(&state_dir).map_err(|source| crate::files::FileError {
         action: "removing",
         path: state_dir.clone(),

@@ -54,6 +54,11 @@ impl SeenDigests {
         m.insert(digest.to_string(), at);
     }
 
+    /// Forgets `digest` (a drift re-check that allowed it was not a pull).
+    pub fn forget(&self, digest: &str) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).remove(digest);
+    }
+
     /// Whether `digest` was allowed on this node after `t`.
     pub fn allowed_after(&self, digest: &str, t: SystemTime) -> bool {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).get(digest).is_some_and(|at| *at > t)
@@ -158,7 +163,17 @@ struct Inventory {
     metrics: Arc<Metrics>,
     client: Client,
     state: Mutex<State>,
+    /// Image events being looked at (each opens a connection): bounded.
+    lookups: Arc<tokio::sync::Semaphore>,
+    /// Kubernetes Events posted in the current minute, and when it started.
+    posted: Mutex<(u32, std::time::Instant)>,
 }
+
+/// Most image events looked at concurrently; more wait (the 2 s scan catches up anyway).
+const MAX_LOOKUPS: usize = 16;
+/// Most Kubernetes Events the inventory posts per minute (a node image with hundreds of
+/// unverified images must not flood the API server); the rest are only logged and counted.
+const MAX_EVENTS_PER_MINUTE: u32 = 10;
 
 impl Inventory {
     fn publish(&self) {
@@ -189,7 +204,15 @@ impl Inventory {
         }
         tracing::warn!(kind = %f.kind, namespace = %f.namespace, digest = %f.digest, reference = %f.names.join(","), source = %f.source, "{}", f.reason);
         self.metrics.inventory_report(if f.kind == "drift" { "drift" } else { "unverified" }, &f.source);
-        if let Some(t) = &self.opts.events {
+        let may_post = {
+            let mut p = self.posted.lock().unwrap_or_else(|p| p.into_inner());
+            if p.1.elapsed() > Duration::from_secs(60) {
+                *p = (0, std::time::Instant::now());
+            }
+            p.0 += 1;
+            p.0 <= MAX_EVENTS_PER_MINUTE
+        };
+        if let Some(t) = self.opts.events.as_ref().filter(|_| may_post) {
             crate::coverage::post_event(
                 t.clone(),
                 if f.kind == "drift" { "PolicyDrift" } else { "UnverifiedImage" },
@@ -296,16 +319,29 @@ impl Inventory {
                     },
                     deadline_ms: 30_000,
                 };
-                let Response::Decision(d) = me.engine.decide(&req, None).await else { return };
-                if d.verdict != Verdict::Deny {
+                // The re-check is not a pull: it must not make the digest count as allowed.
+                let allowed_before = me.engine.seen().was_allowed(&digest);
+                let answer = me.engine.decide(&req, None).await;
+                if !allowed_before {
+                    me.engine.seen().forget(&digest);
+                }
+                let Response::Decision(d) = answer else { return };
+                // What the policy concluded, not what mode and failure policy made of it:
+                // audit mode allows what enforce would deny, and a registry outage is no verdict.
+                let would_deny = d.verdict == Verdict::Deny || d.reason.starts_with("audit mode, enforce would deny");
+                if !would_deny
+                    || d.reason.ends_with("failure policy open")
+                    || d.reason.ends_with("failure policy closed")
+                {
                     return;
                 }
                 let mut action = "reported".to_string();
                 if me.opts.drift_action == DriftAction::Untag {
                     let mut removed = 0;
                     for i in &imgs {
-                        match me.client.delete_image(&ns, &i.name).await {
-                            Ok(()) => removed += 1,
+                        match me.client.delete_image(&ns, &i.name, &digest).await {
+                            Ok(true) => removed += 1,
+                            Ok(false) => {}
                             Err(e) => {
                                 tracing::warn!(namespace = %ns, reference = %i.name, error = %e, "drift: cannot untag")
                             }
@@ -340,7 +376,17 @@ pub async fn run(opts: Options, engine: Arc<Engine>, metrics: Arc<Metrics>, mut 
         engine,
         metrics,
         state: Mutex::new(State { findings: BTreeMap::new() }),
+        lookups: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
+        posted: Mutex::new((0, std::time::Instant::now())),
     });
+    // Findings survive a restart (drift ones in particular cannot be recomputed):
+    // reload them; the first scan drops those whose images are gone.
+    if let Ok(a) = read_audit(&inv.opts.state_dir) {
+        let mut st = inv.state.lock().unwrap_or_else(|p| p.into_inner());
+        for f in a.findings {
+            st.findings.insert((f.kind.clone(), f.namespace.clone(), f.digest.clone()), f);
+        }
+    }
     inv.publish();
     let mut backoff = Duration::from_secs(1);
     let mut generation = inv.engine.status().generation;
@@ -391,7 +437,12 @@ async fn session(
                     continue;
                 }
                 let me = inv.clone();
+                let Ok(permit) = inv.lookups.clone().try_acquire_owned() else {
+                    // Busy: the next scan sees this image.
+                    continue;
+                };
                 tokio::spawn(async move {
+                    let _permit = permit;
                     // The verifier decides before content arrives, but let a racing decision land.
                     tokio::time::sleep(me.opts.grace).await;
                     match me.client.get_image(&ev.namespace, &ev.name).await {
