@@ -384,11 +384,16 @@ impl Engine {
                     m.cache_miss();
                 }
                 trace.step("cache", "miss");
+                // Junk must end in a deny while the requester still waits: examine for at
+                // most 60 % of its remaining time (never under 500 ms), and never past EXAMINE_TIME.
+                let left = budget.saturating_sub(received.elapsed());
+                let examine_time = (left * 3 / 5).max(Duration::from_millis(500)).min(verify::EXAMINE_TIME);
                 let subject = verify::Subject {
                     reference,
                     digest,
                     media_type: req.descriptor.media_type.clone(),
                     size: req.descriptor.size,
+                    examine_time,
                 };
                 let (loaded2, cache, id) = (loaded.clone(), self.cache.clone(), report.id.clone());
                 // The shared verification has the agent's own budget, not the

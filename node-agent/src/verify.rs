@@ -37,6 +37,10 @@ pub struct Subject {
     pub media_type: String,
     /// The descriptor's size.
     pub size: u64,
+    /// How long examining attached artifacts may take (at most [`EXAMINE_TIME`]): derived
+    /// from the first requester's deadline, so junk ends in a deny before a short
+    /// `deadlineMs` runs out (and the verifier's failure policy would decide).
+    pub examine_time: Duration,
 }
 
 /// How one verifier run ended.
@@ -185,7 +189,7 @@ pub async fn run_all(
     subject: &Subject,
     deadline: Instant,
 ) -> (RunResult, String, Vec<VerifierRun>) {
-    let mut budget = Budget::new(deadline);
+    let mut budget = Budget::with_limits(deadline, subject.examine_time.min(EXAMINE_TIME), EXAMINE_BYTES);
     let mut runs = Vec::new();
     for kind in requirements.verifiers() {
         let run = match kind {
