@@ -733,19 +733,19 @@ fn agent_files(hosts: &[String], failure_policy: &str, docker_config: &Path) -> 
     files
 }
 
-/// Execs the verifier as containerd does, with the default 8 s deadline and `failure_policy`.
-fn verify(agent: &AgentFiles, image: &Image, failure_policy: &str) -> pullgate_tests::VerifierRun {
+/// Execs the verifier as containerd does, with `deadline_ms` and `failure_policy`.
+fn verify(agent: &AgentFiles, image: &Image, failure_policy: &str, deadline_ms: u64) -> pullgate_tests::VerifierRun {
     run_verifier(
         &containerd_args(&image.name, &image.descriptor.digest),
         &descriptor_stdin(&image.descriptor),
-        &agent.verifier_config(8_000, failure_policy),
+        &agent.verifier_config(deadline_ms, failure_policy),
     )
 }
 
 /// The safe verdict for `image`, not reached through the failure policy.
-fn check(agent: &AgentFiles, image: &Image, policy: &str) -> Result<(), String> {
+fn check(agent: &AgentFiles, image: &Image, policy: &str, deadline_ms: u64) -> Result<(), String> {
     let kind = image.kind;
-    let run = verify(agent, image, policy);
+    let run = verify(agent, image, policy, deadline_ms);
     let line = run.stdout.trim_end().to_string();
     eprintln!("{kind:?} {policy} {:?}: {line}", run.elapsed);
     let want = if image.signed { Some(0) } else { Some(1) };
@@ -755,7 +755,7 @@ fn check(agent: &AgentFiles, image: &Image, policy: &str) -> Result<(), String> 
         || (image.signed && !line.contains("verified"));
     if bad {
         return Err(format!(
-            "{kind:?} row {} ({}) under failure policy {policy}: want exit {want:?}, got {:?}: {line}",
+            "{kind:?} row {} ({}) under failure policy {policy}, deadline {deadline_ms} ms: want exit {want:?}, got {:?}: {line}",
             image.row,
             if image.signed { "signed" } else { "unsigned" },
             run.code
@@ -808,11 +808,13 @@ fn junk_never_changes_a_verdict_on_either_registry_kind_or_failure_policy() {
     let auths = json!({"auths": {spec_server.host.clone(): {"auth": "dTpw"}}});
     std::fs::write(&credentials, auths.to_string()).unwrap();
     let mut failures = Vec::new();
-    for policy in ["open", "closed"] {
+    // 8 s is the default deadline; 2.4 s is what pullgate-install derives for a 3 s
+    // per_verifier_timeout: junk must end in a deny inside it too, not in fail-open.
+    for (policy, deadline_ms) in [("open", 8_000), ("closed", 8_000), ("open", 2_400)] {
         let agent = agent_files(&hosts, policy, &credentials).start(&[]);
         let before = total_size(&agent.state_dir);
         for image in &images {
-            if let Err(e) = check(&agent, image, policy) {
+            if let Err(e) = check(&agent, image, policy, deadline_ms) {
                 failures.push(e);
             }
         }
@@ -837,7 +839,7 @@ fn junk_never_changes_a_verdict_on_either_registry_kind_or_failure_policy() {
         failures.is_empty(),
         "{} of {} verdicts are wrong:\n{}",
         failures.len(),
-        images.len() * 2,
+        images.len() * 3,
         failures.join("\n")
     );
 }
