@@ -234,8 +234,11 @@ pub fn normalise_server(s: &str) -> String {
         None => (s, None),
     };
     let host = host.to_ascii_lowercase();
+    // The same spelling rules as image references: the default HTTPS port is dropped
+    // (pulls of `ghcr.io:443/x` normalise to `ghcr.io`), Docker Hub's aliases are one host.
+    let host = host.strip_suffix(":443").filter(|h| h.contains('.') || *h == "localhost").unwrap_or(&host).to_string();
     let host = match host.as_str() {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io".to_string(),
         _ => host,
     };
     match rest {
@@ -471,6 +474,9 @@ mod tests {
     #[test]
     fn server_names() {
         assert_eq!(normalise_server("https://index.docker.io/v1/"), "docker.io");
+        assert_eq!(normalise_server("ghcr.io:443"), "ghcr.io");
+        assert_eq!(normalise_server("https://registry.hub.docker.com:443/v2/"), "docker.io");
+        assert_eq!(normalise_server("myreg:443"), "myreg:443", "a dotless host keeps the port that makes it a host");
         assert_eq!(normalise_server("HTTPS://Ghcr.io/Acme/"), "ghcr.io/Acme");
         assert_eq!(normalise_server("localhost:5000"), "localhost:5000");
     }
