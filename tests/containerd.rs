@@ -348,9 +348,14 @@ fn uninstall_restores_a_config_the_install_changed() {
     let original = format!("# node config, hand written\n{}{}", &cfg[..start], &cfg[end..])
         .replace("[plugins]\n", &format!("[plugins]\n  # verifiers live here\n  [plugins.'io.containerd.image-verifier.v1.bindir']\n    bin_dir = '{bin_dir}'\n"));
     std::fs::write(&node.ctd.config, &original).unwrap();
+    // A verifier.json written by hand before pullgate-install ever ran.
+    let hand_written = "{\"failurePolicy\": \"open\"}\n";
+    std::fs::create_dir_all(node.verifier_json.parent().unwrap()).unwrap();
+    std::fs::write(&node.verifier_json, hand_written).unwrap();
     node.restart();
     let out = node.install(&[]);
     assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("existed before the install"), "{}", text(&out));
     let installed = std::fs::read_to_string(&node.ctd.config).unwrap();
     assert!(
         installed.contains("# node config, hand written") && installed.contains("# verifiers live here"),
@@ -362,7 +367,11 @@ fn uninstall_restores_a_config_the_install_changed() {
     let out = node.installer(&["uninstall", "--verifier-config", &node.verifier_json.display().to_string()]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(std::fs::read_to_string(&node.ctd.config).unwrap(), original);
-    let _ = Path::new("/");
+    assert_eq!(
+        std::fs::read_to_string(&node.verifier_json).unwrap(),
+        hand_written,
+        "the hand-written verifier.json is back"
+    );
 }
 
 /// The default restart enters PID 1's namespaces: `host-exec` runs its command there.

@@ -49,6 +49,9 @@ pub struct State {
     pub verifier: Option<OwnedFile>,
     /// verifier.json.
     pub verifier_config: Option<OwnedFile>,
+    /// Where a verifier.json that existed before the first install is kept (host path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier_config_backup: Option<PathBuf>,
     /// hosts.toml files written by `--fix`.
     #[serde(default)]
     pub hosts_files: Vec<OwnedFile>,

@@ -415,6 +415,20 @@ pub async fn install(opts: &Options) -> Result<Report, InstallError> {
     }
     // Write-ahead: what is about to be written is recorded first, so a run that dies
     // half-way leaves nothing uninstall does not know about.
+    // A verifier.json written by hand before the first install is kept, and given back by uninstall.
+    if state.verifier_config.is_none()
+        && state.verifier_config_backup.is_none()
+        && let Some(existing) = read_optional(&json_local)?
+    {
+        let b =
+            state_dir_host.join("backup").join(opts.verifier_config.strip_prefix("/").unwrap_or(&opts.verifier_config));
+        write_atomic(&root.resolve(&b), &existing, Some(0o600), None)?;
+        state.verifier_config_backup = Some(b);
+        report.warnings.push(format!(
+            "{} existed before the install: kept a copy, uninstall puts it back",
+            opts.verifier_config.display()
+        ));
+    }
     state.verifier = Some(OwnedFile { path: target.clone(), sha256: sha256_hex(&verifier_bytes) });
     state.verifier_config = Some(OwnedFile { path: opts.verifier_config.clone(), sha256: sha256_hex(json.as_bytes()) });
     for (p, text) in &plan.hosts {

@@ -111,6 +111,13 @@ pub async fn uninstall(opts: &UninstallOptions) -> Result<Report, InstallError> 
             None => {}
         }
     }
+    if let (Some(b), Some(vc)) = (&state.verifier_config_backup, &state.verifier_config)
+        && let Some(bytes) = read_optional(&root.resolve(b))?
+        && read_optional(&root.resolve(&vc.path))?.is_none()
+    {
+        write_atomic(&root.resolve(&vc.path), &bytes, Some(0o644), None)?;
+        report.changes.push(format!("restored {} as it was before the install", vc.path.display()));
+    }
     drop(lock);
     std::fs::remove_dir_all(&state_dir).map_err(|source| crate::files::FileError {
         action: "removing",
