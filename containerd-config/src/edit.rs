@@ -64,17 +64,28 @@ fn find_table<'a>(doc: &'a mut DocumentMut, path: &[&str]) -> Option<&'a mut Tab
     Some(t)
 }
 
+/// Takes the bindir plugin out of `disabled_plugins`; true when it was there.
+fn remove_from_disabled(doc: &mut DocumentMut) -> bool {
+    let Some(arr) = doc.get_mut("disabled_plugins").and_then(Item::as_array_mut) else { return false };
+    let before = arr.len();
+    arr.retain(|v| !v.as_str().is_some_and(crate::model::names_bindir));
+    arr.len() != before
+}
+
+/// Takes the bindir plugin out of a file's `disabled_plugins` (an import may disable it);
+/// `None` when the file does not disable it.
+pub fn enable_bindir(text: &str) -> Result<Option<String>, EditError> {
+    let mut doc = parse(text)?;
+    Ok(remove_from_disabled(&mut doc).then(|| doc.to_string()))
+}
+
 /// Makes the bindir plugin explicit and enabled. Returns the new text and one line
 /// per change, or `None` when the file already says everything needed.
 pub fn ensure_bindir(text: &str, want: &BindirWant) -> Result<Option<(String, Vec<String>)>, EditError> {
     let mut doc = parse(text)?;
     let mut changes = Vec::new();
-    if let Some(arr) = doc.get_mut("disabled_plugins").and_then(Item::as_array_mut) {
-        let before = arr.len();
-        arr.retain(|v| !matches!(v.as_str(), Some(BINDIR_PLUGIN) | Some("bindir")));
-        if arr.len() != before {
-            changes.push(format!("removed {BINDIR_PLUGIN:?} from disabled_plugins"));
-        }
+    if remove_from_disabled(&mut doc) {
+        changes.push(format!("removed {BINDIR_PLUGIN:?} from disabled_plugins"));
     }
     let t = table_at(&mut doc, &["plugins", BINDIR_PLUGIN])?;
     if t.get("bin_dir").and_then(Item::as_str).is_none_or(str::is_empty) {

@@ -86,6 +86,15 @@ fn frame(msg: &[u8]) -> Bytes {
     Bytes::from(b)
 }
 
+/// The message inside one length-prefixed, uncompressed gRPC frame.
+fn unframe(bytes: &[u8]) -> Result<&[u8], &'static str> {
+    if bytes.len() < 5 || bytes[0] != 0 {
+        return Err("the answer is not one uncompressed gRPC message");
+    }
+    let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+    bytes.get(5..5 + len).ok_or("the answer is shorter than its length prefix")
+}
+
 fn status_of(h: &hyper::HeaderMap) -> Option<(u32, String)> {
     let code = h.get("grpc-status")?.to_str().ok()?.parse().ok()?;
     let msg = h.get("grpc-message").and_then(|m| m.to_str().ok()).unwrap_or("").to_string();
@@ -261,18 +270,10 @@ impl Channel {
                 return Err(GrpcError::Status { socket: socket.clone(), method: m.clone(), code, message });
             }
             let bytes = body.to_bytes();
-            if bytes.len() < 5 || bytes[0] != 0 {
-                return Err(GrpcError::Exchange {
-                    socket: socket.clone(),
-                    method: m.clone(),
-                    message: "the answer is not one uncompressed gRPC message".into(),
-                });
-            }
-            let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-            bytes.get(5..5 + len).map(<[u8]>::to_vec).ok_or_else(|| GrpcError::Exchange {
+            unframe(&bytes).map(<[u8]>::to_vec).map_err(|message| GrpcError::Exchange {
                 socket: socket.clone(),
                 method: m.clone(),
-                message: "the answer is shorter than its length prefix".into(),
+                message: message.into(),
             })
         };
         tokio::time::timeout(timeout, fut).await.map_err(|_| GrpcError::Timeout {
@@ -305,5 +306,19 @@ impl Channel {
             buf: BytesMut::new(),
             _channel: self,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_checked() {
+        assert_eq!(unframe(&frame(b"abc")).unwrap(), b"abc");
+        assert!(unframe(&[]).is_err());
+        assert!(unframe(&[1, 0, 0, 0, 0]).is_err(), "compressed");
+        assert!(unframe(&[0, 0, 0, 0, 9, 0x0a]).is_err(), "shorter than its prefix");
+        assert_eq!(unframe(&[0, 0, 0, 0, 0]).unwrap(), b"");
     }
 }

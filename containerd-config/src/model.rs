@@ -9,6 +9,11 @@ use toml::{Table, Value};
 
 /// The bindir image-verifier plugin id.
 pub const BINDIR_PLUGIN: &str = "io.containerd.image-verifier.v1.bindir";
+/// Whether a `disabled_plugins` entry names the bindir plugin (by id or short name).
+pub fn names_bindir(entry: &str) -> bool {
+    entry == BINDIR_PLUGIN || entry == "bindir"
+}
+
 /// The transfer service plugin id.
 pub const TRANSFER_PLUGIN: &str = "io.containerd.transfer.v1.local";
 /// The diff service plugin id (where `sync_fs` lives for transfer-service pulls).
@@ -157,7 +162,7 @@ impl Effective {
 
     /// True when `disabled_plugins` switches the bindir verifier plugin off.
     pub fn bindir_disabled(&self) -> bool {
-        self.disabled_plugins.iter().any(|p| p == BINDIR_PLUGIN || p == "bindir")
+        self.disabled_plugins.iter().any(|p| names_bindir(p))
     }
 
     /// True when the CRI plugin is switched off (no Kubernetes pulls at all).

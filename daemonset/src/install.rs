@@ -5,7 +5,7 @@ use crate::files::{read_optional, same_filesystem, sha256_hex, write_atomic};
 use crate::restart::{RestartError, run_command, wait_answering};
 use crate::state::{OwnedFile, State, TouchedFile, state_dir_for};
 use pullgate_containerd::checks::{Finding, Trigger, config_findings, deadline_for, trigger_key};
-use pullgate_containerd::edit::{BindirWant, ensure_bindir, fix_triggers};
+use pullgate_containerd::edit::{BindirWant, enable_bindir, ensure_bindir, fix_triggers};
 use pullgate_containerd::load::{Loaded, Source, load, merge_into, migrate_to_v3};
 use pullgate_containerd::model::{DEFAULT_PER_VERIFIER_TIMEOUT, Effective};
 use pullgate_containerd::{DEFAULT_VERIFIER_NAME, HostRoot};
@@ -127,13 +127,10 @@ fn refusal_text(f: &[Finding], tried_fix: bool) -> String {
     }
 }
 
-/// The file a trigger is set in (the last one in import order that sets it).
-fn locate(sources: &[Source], t: Trigger) -> Option<PathBuf> {
-    sources
-        .iter()
-        .rev()
-        .find(|s| t.active(&Effective::from_merged(&migrate_to_v3(&s.table, s.version))).is_some())
-        .map(|s| s.path.clone())
+/// The file a trigger is set in (the last one in import order that sets it);
+/// `per_file` holds each source's own effective settings, in order.
+fn locate(sources: &[Source], per_file: &[Effective], t: Trigger) -> Option<PathBuf> {
+    sources.iter().zip(per_file).rev().find(|(_, e)| t.active(e).is_some()).map(|(s, _)| s.path.clone())
 }
 
 /// The merged effective settings if `texts` replaced the files' contents.
@@ -175,10 +172,13 @@ struct Plan {
 
 fn plan_config(opts: &Options, loaded: &Loaded, effective: &Effective, min_max: i64) -> Result<Plan, InstallError> {
     let mut plan = Plan { texts: BTreeMap::new(), hosts: BTreeMap::new(), changes: Vec::new() };
+    // What each file sets on its own, to find and fix a trigger where it is written.
+    let per_file: Vec<Effective> =
+        loaded.sources.iter().map(|s| Effective::from_merged(&migrate_to_v3(&s.table, s.version))).collect();
     let mut findings = config_findings(effective);
     for f in &mut findings {
         if let Some(t) = Trigger::ALL.into_iter().find(|t| t.check() == f.check) {
-            f.file = locate(&loaded.sources, t);
+            f.file = locate(&loaded.sources, &per_file, t);
         }
     }
     let triggers: Vec<Trigger> =
@@ -190,12 +190,8 @@ fn plan_config(opts: &Options, loaded: &Loaded, effective: &Effective, min_max: 
         ));
     }
     let mut refused = Vec::new();
-    for src in &loaded.sources {
-        let mine: Vec<Trigger> = triggers
-            .iter()
-            .copied()
-            .filter(|t| t.active(&Effective::from_merged(&migrate_to_v3(&src.table, src.version))).is_some())
-            .collect();
+    for (src, own) in loaded.sources.iter().zip(&per_file) {
+        let mine: Vec<Trigger> = triggers.iter().copied().filter(|t| t.active(own).is_some()).collect();
         if mine.is_empty() {
             continue;
         }
@@ -245,14 +241,11 @@ fn plan_config(opts: &Options, loaded: &Loaded, effective: &Effective, min_max: 
     }
     for src in loaded.sources.iter().filter(|s| s.path != opts.containerd_config) {
         let current = plan.texts.get(&src.path).cloned().unwrap_or_else(|| src.text.clone());
-        let Ok(mut doc) = current.parse::<toml_edit::DocumentMut>() else { continue };
-        if let Some(arr) = doc.get_mut("disabled_plugins").and_then(toml_edit::Item::as_array_mut) {
-            let before = arr.len();
-            arr.retain(|v| !matches!(v.as_str(), Some(pullgate_containerd::model::BINDIR_PLUGIN) | Some("bindir")));
-            if arr.len() != before {
-                plan.changes.push(format!("{}: removed the bindir plugin from disabled_plugins", src.path.display()));
-                plan.texts.insert(src.path.clone(), doc.to_string());
-            }
+        if let Some(text) =
+            enable_bindir(&current).map_err(|source| InstallError::Edit { path: src.path.clone(), source })?
+        {
+            plan.changes.push(format!("{}: removed the bindir plugin from disabled_plugins", src.path.display()));
+            plan.texts.insert(src.path.clone(), text);
         }
     }
     let after = effective_with(loaded, &plan.texts)?;
