@@ -87,7 +87,7 @@ impl Engine {
     pub fn new(config_dir: PathBuf, initial: Result<Loaded, config::ConfigError>, log: DecisionLog) -> Engine {
         let current = match initial {
             Ok(l) => {
-                let registry = verify::registry_client(&l.config, &Keychain::new(), None, None);
+                let registry = crate::client::registry_client(&l.config, &Keychain::new(), None, None);
                 Current { registry: Some(registry), loaded: Some(Arc::new(l)), error: None }
             }
             Err(e) => Current { loaded: None, registry: None, error: Some(e.to_string()) },
@@ -145,13 +145,13 @@ impl Engine {
         let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
         if let (Some(l), Some(client)) = (&cur.loaded, &cur.registry) {
             let secrets = self.pull_secrets.read().unwrap_or_else(|p| p.into_inner());
-            client.set_keychain(verify::keychain(&l.config, &secrets));
+            client.set_keychain(crate::client::keychain(&l.config, &secrets));
         }
     }
 
     fn new_registry(&self, cfg: &config::Config) -> pullgate_registry::Client {
         let secrets = self.pull_secrets.read().unwrap_or_else(|p| p.into_inner());
-        verify::registry_client(cfg, &secrets, self.observer.clone(), self.content.clone())
+        crate::client::registry_client(cfg, &secrets, self.observer.clone(), self.content.clone())
     }
 
     fn rebuild_registry(&self) {
@@ -234,7 +234,7 @@ impl Engine {
                     // Same config: keep the client (and its tokens) but re-read
                     // the docker config, which lives outside the config directory.
                     let secrets = self.pull_secrets.read().unwrap_or_else(|p| p.into_inner());
-                    client.set_keychain(verify::keychain(&new.config, &secrets));
+                    client.set_keychain(crate::client::keychain(&new.config, &secrets));
                 }
                 cur.loaded = Some(Arc::new(new));
                 self.counters.reloads.fetch_add(1, Ordering::Relaxed);

@@ -17,6 +17,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod coverage;
 pub mod engine;

@@ -138,7 +138,7 @@ pub async fn verify(loaded: Loaded, state_dir: &Path, target: &Target) -> Result
         (digest, _) => {
             // Credentials and TLS settings as the engine's own client has them.
             let client =
-                crate::verify::registry_client(&loaded.config, &pullgate_registry::auth::Keychain::new(), None, None);
+                crate::client::registry_client(&loaded.config, &pullgate_registry::auth::Keychain::new(), None, None);
             let repo = Repository::of(&reference);
             let lookup = async {
                 match (digest, reference.tag()) {

@@ -11,13 +11,12 @@
 //! whose exhaustion is a deny. Every signature examined is recorded for the
 //! report.
 
-use crate::config::{Combine, Config, NotationTrust, RegistrySettings, Requirements, SigstoreTrust, VerifierKind};
+use crate::config::{Combine, Config, NotationTrust, Requirements, SigstoreTrust, VerifierKind};
 use crate::report::{CheckReport, SignatureReport, VerifierRun};
 use pullgate_notation::StoreType;
 use pullgate_reference::{Digest, Reference};
-use pullgate_registry::auth::Keychain;
 use pullgate_registry::types::{Descriptor, ImageManifest, Manifest, OCI_MANIFEST, ReferrersSource};
-use pullgate_registry::{Client, ClientOptions, HostOptions, MAX_MANIFEST_BYTES, Repository, RequestObserver};
+use pullgate_registry::{Client, MAX_MANIFEST_BYTES, Repository};
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, SystemTime};
@@ -62,45 +61,6 @@ impl RunResult {
             RunResult::Error => "error",
         }
     }
-}
-
-/// Builds the registry client a config asks for: per-host TLS and
-/// concurrency settings, and a keychain of the node's docker config (when
-/// configured) overlaid with `pull_secrets` (Kubernetes mode).
-pub fn registry_client(
-    cfg: &Config,
-    pull_secrets: &Keychain,
-    observer: Option<RequestObserver>,
-    content_store: Option<std::sync::Arc<dyn pullgate_registry::ContentStore>>,
-) -> Client {
-    if let Some(store) = &content_store {
-        store.set_max_bytes(cfg.cache.content_max_bytes);
-    }
-    let mut opts = ClientOptions { observer, content_store, ..ClientOptions::default() };
-    for (host, RegistrySettings { insecure, ca_pem, max_concurrency }) in &cfg.registries {
-        opts.hosts.insert(
-            host.clone(),
-            HostOptions { insecure: *insecure, ca_pem: ca_pem.clone(), max_concurrency: *max_concurrency },
-        );
-    }
-    let client = Client::new(opts);
-    client.set_keychain(keychain(cfg, pull_secrets));
-    client
-}
-
-/// The node's docker config keychain (when configured) overlaid with `pull_secrets`.
-pub fn keychain(cfg: &Config, pull_secrets: &Keychain) -> Keychain {
-    let mut kc = Keychain::new();
-    if let Some(path) = &cfg.docker_config {
-        match Keychain::from_docker_config_file(path) {
-            Ok(file) => kc = file,
-            Err(e) => {
-                tracing::error!(error = %e, "registry credentials unavailable; pulls from private registries will fail")
-            }
-        }
-    }
-    kc.extend(pull_secrets);
-    kc
 }
 
 /// Longest time one decision spends examining attached artifacts, for all

@@ -1,0 +1,115 @@
+//! Serde mirror of `pullgate.toml`, before validation. Nothing here is
+//! trusted: [`super::parse_main`] validates every field into typed values.
+#![allow(missing_docs)]
+use super::types::{Combine, DefaultAction, Mode, VerifierKind};
+use pullgate_wire::FailurePolicy;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct File {
+    pub mode: Option<Mode>,
+    pub failure_policy: Option<FailurePolicy>,
+    pub default_action: Option<DefaultAction>,
+    pub allowed_uids: Option<Vec<u32>>,
+    #[serde(default)]
+    pub allowlist: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<Scope>,
+    #[serde(default)]
+    pub registries: std::collections::BTreeMap<String, Registry>,
+    pub auth: Option<Auth>,
+    pub notation: Option<Notation>,
+    pub cache: Option<Cache>,
+    pub sigstore: Option<Sigstore>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Sigstore {
+    #[serde(default)]
+    pub keys: Vec<String>,
+    pub trusted_root: Option<String>,
+    #[serde(default)]
+    pub fulcio_roots: Vec<String>,
+    #[serde(default)]
+    pub rekor_keys: Vec<String>,
+    pub require_tlog: Option<bool>,
+    #[serde(default)]
+    pub identities: Vec<Identity>,
+    pub provenance: Option<Provenance>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Identity {
+    pub issuer: Option<String>,
+    pub issuer_regex: Option<String>,
+    pub subject: Option<String>,
+    pub subject_regex: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Provenance {
+    pub builder_id: Option<String>,
+    pub source_repository: Option<String>,
+    pub build_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Cache {
+    pub allow_ttl: Option<String>,
+    pub deny_ttl: Option<String>,
+    pub error_ttl: Option<String>,
+    pub max_entries: Option<usize>,
+    pub content_max_bytes: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Registry {
+    pub insecure: Option<bool>,
+    pub ca: Option<String>,
+    pub max_concurrency: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Auth {
+    pub docker_config: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Notation {
+    pub trust_policy: String,
+    pub trust_store: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Scope {
+    pub name: String,
+    pub images: Vec<String>,
+    pub action: ActionKind,
+    pub reason: Option<String>,
+    pub verify: Option<Verify>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    Allow,
+    Deny,
+    Verify,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Verify {
+    pub require: Vec<VerifierKind>,
+    #[serde(rename = "match")]
+    pub combine: Option<Combine>,
+}
