@@ -10,6 +10,7 @@
 
 use crate::auth::{self, Challenge, Credential, Keychain, TokenCache};
 use crate::referrers::ReferrerList;
+use crate::shared::{self, Begin, SharedKind, SharedTier};
 use crate::types::{Descriptor, MANIFEST_MEDIA_TYPES, Manifest, OCI_INDEX, Referrers, ReferrersSource};
 use crate::{Repository, digest_of};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -59,6 +60,8 @@ pub struct ClientOptions {
     pub observer: Option<RequestObserver>,
     /// Content-addressed cache for manifests and blobs fetched by digest.
     pub content_store: Option<Arc<dyn ContentStore>>,
+    /// The cluster tier: content, referrers lists and tags shared with other nodes, never trusted.
+    pub shared: Option<Arc<dyn SharedTier>>,
 }
 
 /// A content-addressed store for manifests and blobs fetched by digest (the
@@ -88,6 +91,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("observer", &self.observer.is_some())
             .field("content_store", &self.content_store.is_some())
+            .field("shared", &self.shared.is_some())
             .finish()
     }
 }
@@ -101,6 +105,7 @@ impl Default for ClientOptions {
             user_agent: format!("pullgate/{}", env!("CARGO_PKG_VERSION")),
             observer: None,
             content_store: None,
+            shared: None,
         }
     }
 }
@@ -302,6 +307,30 @@ impl Client {
         {
             return Ok(Manifest { media_type: media_type_of(None, &bytes), digest: digest.to_string(), bytes });
         }
+        let valid = |b: &[u8]| shared::holds(digest, b);
+        let pending = match shared::begin(self.tier(), SharedKind::Content, digest, limit, deadline, &valid).await {
+            Begin::Hit(v) => {
+                return Ok(Manifest {
+                    media_type: media_type_of(None, &v.bytes),
+                    digest: digest.to_string(),
+                    bytes: v.bytes,
+                });
+            }
+            Begin::Fetch(p) => p,
+        };
+        let result = self.fetch_manifest(repo, digest, limit, deadline).await;
+        shared::finish(pending, result.as_ref().ok().map(|m| m.bytes.as_slice()), deadline).await;
+        result
+    }
+
+    /// The registry half of [`Client::manifest_by_digest_limited`].
+    async fn fetch_manifest(
+        &self,
+        repo: &Repository,
+        digest: &str,
+        limit: u64,
+        deadline: Instant,
+    ) -> Result<Manifest, RegistryError> {
         let target = Target {
             repo,
             path: format!("/v2/{}/manifests/{digest}", repo.path),
@@ -324,6 +353,11 @@ impl Client {
             });
         }
         Ok(Manifest { media_type: media_type_of(content_type, &bytes), digest: actual, bytes })
+    }
+
+    /// The cluster tier, if one is configured.
+    fn tier(&self) -> Option<&dyn SharedTier> {
+        self.inner.options.shared.as_deref()
     }
 
     /// Verified bytes for `digest` from the content store, if it holds them.
@@ -352,6 +386,35 @@ impl Client {
 
     /// Fetches a manifest by tag; `None` when the tag does not exist.
     pub async fn manifest_by_tag(
+        &self,
+        repo: &Repository,
+        tag: &str,
+        deadline: Instant,
+    ) -> Result<Option<Manifest>, RegistryError> {
+        let key = format!("{repo}:{tag}");
+        let valid = |b: &[u8]| shared::decode_tag(b).is_some();
+        let pending = match shared::begin(self.tier(), SharedKind::Tag, &key, 256, deadline, &valid).await {
+            Begin::Hit(v) => match shared::decode_tag(&v.bytes).flatten() {
+                None => return Ok(None),
+                // Only a pointer: the manifest is fetched by digest and checked.
+                Some(d) => match self.manifest_by_digest(repo, &d, deadline).await {
+                    Ok(m) => return Ok(Some(m)),
+                    Err(_) => None,
+                },
+            },
+            Begin::Fetch(p) => p,
+        };
+        let result = self.fetch_by_tag(repo, tag, deadline).await;
+        if let (Ok(Some(m)), Some(tier)) = (&result, self.tier()) {
+            tier.put(SharedKind::Content, &m.digest, &m.bytes, deadline).await;
+        }
+        let value = result.as_ref().ok().map(|m| shared::encode_tag(m.as_ref().map(|m| m.digest.as_str())));
+        shared::finish(pending, value.as_deref(), deadline).await;
+        result
+    }
+
+    /// The registry half of [`Client::manifest_by_tag`].
+    async fn fetch_by_tag(
         &self,
         repo: &Repository,
         tag: &str,
@@ -411,6 +474,25 @@ impl Client {
         {
             return Ok(bytes);
         }
+        let valid = |b: &[u8]| b.len() as u64 == descriptor.size && shared::holds(&descriptor.digest, b);
+        let (key, size) = (descriptor.digest.as_str(), descriptor.size);
+        let pending = match shared::begin(self.tier(), SharedKind::Content, key, size, deadline, &valid).await {
+            Begin::Hit(v) => return Ok(v.bytes),
+            Begin::Fetch(p) => p,
+        };
+        let result = self.fetch_blob(repo, descriptor, what, deadline).await;
+        shared::finish(pending, result.as_deref().ok(), deadline).await;
+        result
+    }
+
+    /// The registry half of [`Client::blob`].
+    async fn fetch_blob(
+        &self,
+        repo: &Repository,
+        descriptor: &Descriptor,
+        what: String,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, RegistryError> {
         let target = Target {
             repo,
             path: format!("/v2/{}/blobs/{}", repo.path, descriptor.digest),
@@ -485,18 +567,46 @@ impl Client {
             }
         }
         check_digest(repo, subject)?;
+        let valid = |b: &[u8]| shared::decode_list(b, artifact_type, prefer).is_some();
+        let kind = SharedKind::Referrers;
+        let pending = match shared::begin(self.tier(), kind, &key, MAX_MANIFEST_BYTES, deadline, &valid).await {
+            Begin::Hit(v) => match shared::decode_list(&v.bytes, artifact_type, prefer) {
+                Some(r) => {
+                    self.remember_referrers(key, &r, v.age);
+                    return Ok(r);
+                }
+                None => None,
+            },
+            Begin::Fetch(p) => p,
+        };
         let mut list = ReferrerList::new(artifact_type, prefer);
-        let source = self.fetch_referrers(repo, subject, &mut list, deadline).await?;
+        let source = match self.fetch_referrers(repo, subject, &mut list, deadline).await {
+            Ok(s) => s,
+            Err(e) => {
+                shared::finish(pending, None, deadline).await;
+                return Err(e);
+            }
+        };
         let r = list.finish(source);
         // A list with notes may have been cut to the bound, which depends on
-        // `prefer`: it is not shared.
-        if r.notes.is_empty() {
-            let mut cache = self.inner.referrers.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.len() < 4096 {
-                cache.insert(key, (r.clone(), std::time::Instant::now()));
-            }
+        // `prefer`: it is neither cached nor shared.
+        let complete = r.notes.is_empty().then(|| shared::encode_list(&r));
+        if complete.is_some() {
+            self.remember_referrers(key, &r, Duration::ZERO);
         }
+        shared::finish(pending, complete.as_deref(), deadline).await;
         Ok(r)
+    }
+
+    /// Caches a complete list for what is left of [`REFERRERS_TTL`] after
+    /// `age` (a shared list's age counts, so sharing adds no staleness).
+    fn remember_referrers(&self, key: String, r: &Referrers, age: Duration) {
+        let now = std::time::Instant::now();
+        let at = now.checked_sub(age).unwrap_or(now);
+        let mut cache = self.inner.referrers.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() < 4096 {
+            cache.insert(key, (r.clone(), at));
+        }
     }
 
     async fn fetch_referrers(

@@ -11,10 +11,14 @@
 //!   `config.json` and credential helpers, the bearer token flow and an
 //!   in-memory token cache. Credentials never touch the disk or the logs.
 //! * [`types`] — descriptors, manifests and indexes.
+//! * [`shared`] — the hook for the cluster tier: content shared under its
+//!   digest and re-hashed on read, short-TTL referrers lists and tags, and
+//!   leases so one node per cluster fetches.
 
 pub mod auth;
 mod client;
 mod referrers;
+pub mod shared;
 pub mod types;
 
 pub use client::{
