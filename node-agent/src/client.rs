@@ -24,7 +24,7 @@ pub fn registry_client(
     for (host, RegistrySettings { insecure, ca_pem, max_concurrency }) in &cfg.registries {
         opts.hosts.insert(
             host.clone(),
-            HostOptions { insecure: *insecure, ca_pem: ca_pem.clone(), max_concurrency: *max_concurrency },
+            HostOptions { insecure: *insecure, ca_pem: ca_pem.clone(), max_concurrency: *max_concurrency, rate: None },
         );
     }
     let client = Client::new(opts);

@@ -9,14 +9,16 @@
 //! correctness problem for a verifier, so this module owns the transport.
 
 use crate::auth::{self, Challenge, Credential, Keychain, TokenCache};
+use crate::credprovider::Providers;
+use crate::hosts::{self, HostsDirs};
+use crate::polite::{Polite, Rate, RegistryStats};
 use crate::referrers::ReferrerList;
 use crate::shared::{self, Begin, SharedKind, SharedTier};
 use crate::types::{Descriptor, MANIFEST_MEDIA_TYPES, Manifest, OCI_INDEX, Referrers, ReferrersSource};
-use crate::{Repository, digest_of};
+use crate::{Repository, digest_of, tls};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 /// Largest manifest or index accepted.
@@ -33,6 +35,8 @@ const MAX_ERROR_BODY: usize = 16 * 1024;
 const MAX_ERROR_REASON: usize = 200;
 /// Attempts for throttled (429/503) or unreachable requests.
 const MAX_ATTEMPTS: u32 = 3;
+/// How long a registry's hosts.toml endpoints are reused before the files are read again.
+const HOSTS_TTL: Duration = Duration::from_secs(10);
 
 /// Per-registry connection settings.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +47,8 @@ pub struct HostOptions {
     pub ca_pem: Option<Vec<u8>>,
     /// Most concurrent requests to this registry (default [`ClientOptions::default_concurrency`]).
     pub max_concurrency: Option<usize>,
+    /// Token bucket for this registry (default [`ClientOptions::rate`]).
+    pub rate: Option<Rate>,
 }
 
 /// Client-wide settings.
@@ -62,6 +68,12 @@ pub struct ClientOptions {
     pub content_store: Option<Arc<dyn ContentStore>>,
     /// The cluster tier: content, referrers lists and tags shared with other nodes, never trusted.
     pub shared: Option<Arc<dyn SharedTier>>,
+    /// containerd's `config_path` tree: mirrors and per-endpoint TLS, tried in containerd's order.
+    pub hosts_dirs: Option<Arc<HostsDirs>>,
+    /// Kubelet credential-provider plugins, asked when no keychain entry matches.
+    pub credential_providers: Option<Arc<Providers>>,
+    /// Token bucket per registry endpoint when not set per host.
+    pub rate: Rate,
 }
 
 /// A content-addressed store for manifests and blobs fetched by digest (the
@@ -92,6 +104,9 @@ impl std::fmt::Debug for ClientOptions {
             .field("observer", &self.observer.is_some())
             .field("content_store", &self.content_store.is_some())
             .field("shared", &self.shared.is_some())
+            .field("hosts_dirs", &self.hosts_dirs)
+            .field("credential_providers", &self.credential_providers.as_ref().map(|p| p.len()))
+            .field("rate", &self.rate)
             .finish()
     }
 }
@@ -106,6 +121,9 @@ impl Default for ClientOptions {
             observer: None,
             content_store: None,
             shared: None,
+            hosts_dirs: None,
+            credential_providers: None,
+            rate: Rate::default(),
         }
     }
 }
@@ -234,7 +252,13 @@ struct Inner {
     tokens: TokenCache,
     basic_hosts: Mutex<HashSet<String>>,
     http: Mutex<HashMap<String, reqwest::Client>>,
-    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    polite: Polite,
+    /// Endpoint hosts configured as plain HTTP in hosts.toml.
+    plain_http: Mutex<HashSet<String>>,
+    /// Endpoints by registry host, re-read after [`HOSTS_TTL`].
+    resolved: Mutex<HashMap<String, (Arc<hosts::Resolved>, std::time::Instant)>>,
+    /// The mirror that last served each repository (`host/path`), for reports.
+    served_by: Mutex<HashMap<String, String>>,
     helper_cache: Mutex<HashMap<(String, String), (Credential, std::time::Instant)>>,
     requests: Mutex<BTreeMap<(String, String), u64>>,
     referrers: Mutex<HashMap<String, (Referrers, std::time::Instant)>>,
@@ -260,7 +284,10 @@ impl Client {
                 tokens: TokenCache::default(),
                 basic_hosts: Mutex::new(HashSet::new()),
                 http: Mutex::new(HashMap::new()),
-                limits: Mutex::new(HashMap::new()),
+                polite: Polite::default(),
+                plain_http: Mutex::new(HashSet::new()),
+                resolved: Mutex::new(HashMap::new()),
+                served_by: Mutex::new(HashMap::new()),
                 helper_cache: Mutex::new(HashMap::new()),
                 requests: Mutex::new(BTreeMap::new()),
                 referrers: Mutex::new(HashMap::new()),
@@ -278,6 +305,17 @@ impl Client {
     /// Requests sent so far, by (registry, HTTP status or error class).
     pub fn request_counts(&self) -> BTreeMap<(String, String), u64> {
         self.inner.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Requests, 429s and latency by registry endpoint host.
+    pub fn registry_stats(&self) -> BTreeMap<String, RegistryStats> {
+        self.inner.polite.stats()
+    }
+
+    /// The hosts.toml endpoint (a mirror, `scheme://host/path`) that last
+    /// served content of `repo`; `None` when the registry itself did.
+    pub fn served_by(&self, repo: &Repository) -> Option<String> {
+        self.inner.served_by.lock().unwrap_or_else(|p| p.into_inner()).get(&repo.to_string()).cloned()
     }
 
     /// Fetches a manifest by digest; the bytes must hash to `digest`.
@@ -609,6 +647,8 @@ impl Client {
         }
     }
 
+    /// Referrers from the first endpoint that has any, in containerd's order:
+    /// a mirror without the subject's referrers (or failing) is passed over.
     async fn fetch_referrers(
         &self,
         repo: &Repository,
@@ -616,39 +656,74 @@ impl Client {
         list: &mut ReferrerList<'_>,
         deadline: Instant,
     ) -> Result<ReferrersSource, RegistryError> {
+        let vias = self.vias(repo, Need::Referrers)?;
+        let mut last = None;
+        for (i, via) in vias.iter().enumerate() {
+            let more = i + 1 < vias.len();
+            match self.referrers_via(repo, via, subject, list, deadline).await {
+                Ok((source, true)) => {
+                    self.note_served(repo, via);
+                    return Ok(source);
+                }
+                Ok((source, false)) if !more => return Ok(source),
+                Ok(_) => {
+                    tracing::debug!(registry = %repo.host, endpoint = %via.endpoint.display(), "no referrers here; trying the next endpoint")
+                }
+                Err(e) if more && falls_back(&e) => {
+                    tracing::info!(registry = %repo.host, endpoint = %via.endpoint.display(), error = %e, "endpoint failed; trying the next one");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| no_endpoint(repo, "referrers")))
+    }
+
+    /// The referrers API (pages) or the tag schema at one endpoint; true
+    /// when the endpoint listed anything.
+    async fn referrers_via(
+        &self,
+        repo: &Repository,
+        via: &Via,
+        subject: &str,
+        list: &mut ReferrerList<'_>,
+        deadline: Instant,
+    ) -> Result<(ReferrersSource, bool), RegistryError> {
         let mut path = format!("/v2/{}/referrers/{subject}", repo.path);
         if let Some(t) = list.artifact_type {
             path.push_str(&format!("?artifactType={}", urlencode(t)));
         }
+        let mut found = false;
         for page in 0..MAX_REFERRER_PAGES {
             let target = Target {
                 repo,
                 path: path.clone(),
-                what: format!("referrers of {repo}@{subject} (page {})", page + 1),
+                what: format!("referrers of {repo}@{subject} (page {}){}", page + 1, via.label),
                 accept: &[OCI_INDEX],
                 follow_redirects: false,
             };
-            let resp = self.send(&target, deadline).await?;
+            let resp = self.send_via(&target, via, deadline).await?;
             let status = resp.status().as_u16();
             if page == 0 && matches!(status, 404 | 400 | 405) {
                 tracing::debug!(registry = %repo.host, status, "no referrers API; using the tag schema");
-                self.referrers_by_tag(repo, subject, list, deadline).await?;
-                return Ok(ReferrersSource::TagSchema);
+                let found = self.referrers_by_tag(repo, via, subject, list, deadline).await?;
+                return Ok((ReferrersSource::TagSchema, found));
             }
             if status != 200 {
-                return Err(status_error(repo, &target.what, resp, true).await);
+                return Err(status_error(&via.repo, &target.what, resp, true).await);
             }
             let next = next_link(resp.headers());
-            let bytes = match read_body(repo, &target.what, resp, MAX_MANIFEST_BYTES, deadline).await {
+            let bytes = match read_body(&via.repo, &target.what, resp, MAX_MANIFEST_BYTES, deadline).await {
                 Ok((b, _)) => b,
                 Err(RegistryError::TooLarge { .. }) => {
                     list.note(format!("{} is larger than {MAX_MANIFEST_BYTES} bytes; not read", target.what));
-                    return Ok(ReferrersSource::Api);
+                    return Ok((ReferrersSource::Api, true));
                 }
                 Err(e) => return Err(e),
             };
+            found |= lists_anything(&bytes);
             if !list.add_index(&target.what, &bytes) {
-                return Ok(ReferrersSource::Api);
+                return Ok((ReferrersSource::Api, true));
             }
             match next {
                 Some(_) if page + 1 == MAX_REFERRER_PAGES => {
@@ -658,65 +733,198 @@ impl Client {
                 None => break,
             }
         }
-        Ok(ReferrersSource::Api)
+        Ok((ReferrersSource::Api, found))
     }
 
+    /// The tag-schema index at one endpoint; true when the tag exists.
     async fn referrers_by_tag(
         &self,
         repo: &Repository,
+        via: &Via,
         subject: &str,
         list: &mut ReferrerList<'_>,
         deadline: Instant,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<bool, RegistryError> {
         let tag = subject.replace(':', "-");
         let what = format!("referrers tag {repo}:{tag}");
-        match self.manifest_by_tag(repo, &tag, deadline).await {
-            Ok(Some(m)) => {
-                list.add_index(&what, &m.bytes);
-                Ok(())
+        let target = Target {
+            repo,
+            path: format!("/v2/{}/manifests/{tag}", repo.path),
+            what: what.clone(),
+            accept: MANIFEST_MEDIA_TYPES,
+            follow_redirects: false,
+        };
+        match self.get_via(&target, via, MAX_MANIFEST_BYTES, false, deadline).await {
+            Ok((bytes, _)) => {
+                list.add_index(&what, &bytes);
+                Ok(true)
             }
-            Ok(None) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(false),
             Err(RegistryError::TooLarge { .. }) => {
                 list.note(format!("{what} is larger than {MAX_MANIFEST_BYTES} bytes; not read"));
-                Ok(())
+                Ok(true)
             }
             Err(e) => Err(e),
         }
     }
 
-    /// GET with auth and retries, returning a bounded, successful body.
+    /// GET with auth and retries, returning a bounded, successful body, from
+    /// the first endpoint (hosts.toml order) that serves it. Content named
+    /// by digest is checked against it at each endpoint, so a mirror serving
+    /// other bytes is passed over, never trusted.
     async fn get(
         &self,
         target: &Target<'_>,
         limit: u64,
         deadline: Instant,
     ) -> Result<(Vec<u8>, Option<String>), RegistryError> {
-        let resp = self.send(target, deadline).await?;
-        if !resp.status().is_success() {
-            return Err(status_error(target.repo, &target.what, resp, true).await);
+        let vias = self.vias(target.repo, need_for(&target.path))?;
+        let mut last = None;
+        for (i, via) in vias.iter().enumerate() {
+            let more = i + 1 < vias.len();
+            match self.get_via(target, via, limit, vias.len() > 1, deadline).await {
+                Ok(v) => {
+                    self.note_served(target.repo, via);
+                    return Ok(v);
+                }
+                Err(e) if more && falls_back(&e) => {
+                    tracing::info!(registry = %target.repo.host, endpoint = %via.endpoint.display(), error = %e, "endpoint failed; trying the next one");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        read_body(target.repo, &target.what, resp, limit, deadline).await
+        Err(last.unwrap_or_else(|| no_endpoint(target.repo, &target.what)))
     }
 
-    /// Sends one GET to the registry, handling auth challenges, throttling,
-    /// transient failures and, for blob downloads only, redirects.
+    /// [`Client::get`] at one endpoint; with `check`, content requested by
+    /// digest must hash to it.
+    async fn get_via(
+        &self,
+        target: &Target<'_>,
+        via: &Via,
+        limit: u64,
+        check: bool,
+        deadline: Instant,
+    ) -> Result<(Vec<u8>, Option<String>), RegistryError> {
+        let what = format!("{}{}", target.what, via.label);
+        let resp = self.send_via(target, via, deadline).await?;
+        if !resp.status().is_success() {
+            return Err(status_error(&via.repo, &what, resp, true).await);
+        }
+        let (bytes, ct) = read_body(&via.repo, &what, resp, limit, deadline).await?;
+        if check && let Some(expected) = digest_in_path(&target.path) {
+            let actual = digest_of(expected, &bytes).unwrap_or_default();
+            if actual != expected {
+                return Err(RegistryError::DigestMismatch {
+                    registry: via.repo.host.clone(),
+                    what,
+                    expected: expected.to_string(),
+                    actual,
+                });
+            }
+        }
+        Ok((bytes, ct))
+    }
+
+    /// The endpoints for `repo` that may serve `need`, in containerd's order.
+    fn vias(&self, repo: &Repository, need: Need) -> Result<Vec<Via>, RegistryError> {
+        let resolved = self.resolved(&repo.host);
+        let mut out = Vec::new();
+        for ep in resolved.endpoints.iter().filter(|e| need.allowed(e)) {
+            let itself = ep.upstream || ep.host == repo.host;
+            let scheme = match &ep.scheme {
+                Some(s) => s.clone(),
+                None => self.scheme(&repo.host).to_string(),
+            };
+            let via_repo =
+                if itself { repo.clone() } else { Repository { host: ep.host.clone(), path: repo.path.clone() } };
+            if scheme == "http" && !itself {
+                self.inner.plain_http.lock().unwrap_or_else(|p| p.into_inner()).insert(ep.host.clone());
+            }
+            let label = if itself { String::new() } else { format!(" via {}", ep.display()) };
+            out.push(Via {
+                repo: via_repo,
+                base: format!("{scheme}://{}{}", ep.host, ep.path),
+                endpoint: ep.clone(),
+                label,
+            });
+        }
+        if out.is_empty() {
+            return Err(RegistryError::Invalid {
+                registry: repo.host.clone(),
+                what: format!("{need:?} requests"),
+                detail: "no hosts.toml endpoint of this registry has the capabilities for it; add pull and resolve"
+                    .into(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The registry's endpoints from hosts.toml (cached for [`HOSTS_TTL`]).
+    fn resolved(&self, host: &str) -> Arc<hosts::Resolved> {
+        let Some(dirs) = &self.inner.options.hosts_dirs else {
+            return Arc::new(HostsDirs::default().resolve(host));
+        };
+        let mut cache = self.inner.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((r, at)) = cache.get(host)
+            && at.elapsed() < HOSTS_TTL
+        {
+            return r.clone();
+        }
+        let r = Arc::new(dirs.resolve(host));
+        for p in &r.problems {
+            tracing::warn!(registry = host, file = %p.file.display(), field = %p.field, "hosts.toml: {}", p.reason);
+        }
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        cache.insert(host.to_string(), (r.clone(), std::time::Instant::now()));
+        r
+    }
+
+    fn note_served(&self, repo: &Repository, via: &Via) {
+        let mut m = self.inner.served_by.lock().unwrap_or_else(|p| p.into_inner());
+        if via.label.is_empty() {
+            m.remove(&repo.to_string());
+        } else if m.len() < 4096 {
+            m.insert(repo.to_string(), via.endpoint.display());
+        }
+    }
+
+    /// Sends one GET to one endpoint, handling auth challenges, throttling,
+    /// transient failures and, for blob downloads only, redirects. Auth,
+    /// limits, counts and errors are those of the endpoint's host.
     ///
     /// A redirect of anything but a blob is a registry failure (status
     /// only). A blob redirect to another host is followed without the
     /// registry's credentials, and whatever that host answers is reported by
     /// status only: neither its body nor its challenges are acted on.
-    async fn send(&self, target: &Target<'_>, deadline: Instant) -> Result<reqwest::Response, RegistryError> {
-        let repo = target.repo;
-        let host = repo.host.as_str();
-        let _permit = {
-            let sem = self.limit_for(host);
-            tokio::time::timeout_at(deadline, sem.acquire_owned())
-                .await
-                .map_err(|_| RegistryError::Deadline { registry: host.into(), what: target.what.clone() })?
-                .map_err(|_| RegistryError::Deadline { registry: host.into(), what: target.what.clone() })?
+    async fn send_via(
+        &self,
+        target: &Target<'_>,
+        via: &Via,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let target = &Target {
+            repo: &via.repo,
+            path: target.path.clone(),
+            what: format!("{}{}", target.what, via.label),
+            accept: target.accept,
+            follow_redirects: target.follow_redirects,
         };
-        let http = self.http_for(host)?;
-        let origin = format!("{}://{}{}", self.scheme(host), endpoint(host), target.path);
+        let host = via.repo.host.as_str();
+        let opts = self.host_options(host);
+        let concurrency = opts.max_concurrency.unwrap_or(self.inner.options.default_concurrency);
+        let rate = opts.rate.unwrap_or(self.inner.options.rate);
+        let _permit = self
+            .inner
+            .polite
+            .acquire(host, concurrency, rate, deadline)
+            .await
+            .ok_or_else(|| RegistryError::Deadline { registry: host.into(), what: target.what.clone() })?;
+        let http = self.http_for(via)?;
+        let origin = format!("{}{}", via.base, target.path.strip_prefix("/v2").unwrap_or(&target.path));
         let origin = reqwest::Url::parse(&origin).map_err(|e| RegistryError::Invalid {
             registry: host.into(),
             what: target.what.clone(),
@@ -726,7 +934,7 @@ impl Client {
         for _ in 0..=MAX_REDIRECTS {
             let on_registry = same_origin(&url, &origin);
             let resp = if on_registry {
-                self.send_to_registry(target, &http, &url, deadline).await?
+                self.send_to_registry(target, &via.endpoint.headers, &http, &url, deadline).await?
             } else {
                 self.send_elsewhere(target, &http, &url, deadline).await?
             };
@@ -818,6 +1026,7 @@ impl Client {
     async fn send_to_registry(
         &self,
         target: &Target<'_>,
+        headers: &[(String, String)],
         http: &reqwest::Client,
         url: &reqwest::Url,
         deadline: Instant,
@@ -830,6 +1039,9 @@ impl Client {
         loop {
             attempt += 1;
             let mut req = http.get(url.clone()).header(reqwest::header::ACCEPT, target.accept.join(", "));
+            for (name, value) in headers {
+                req = req.header(name.as_str(), value.as_str());
+            }
             if let Some(token) = self.inner.tokens.get(host, &scope) {
                 req = req.bearer_auth(token);
             } else if self.inner.basic_hosts.lock().unwrap_or_else(|p| p.into_inner()).contains(host)
@@ -837,7 +1049,11 @@ impl Client {
             {
                 req = req.basic_auth(username, Some(password));
             }
-            let resp = match tokio::time::timeout_at(deadline, req.send()).await {
+            let started = Instant::now();
+            let sent = tokio::time::timeout_at(deadline, req.send()).await;
+            let status = sent.as_ref().ok().and_then(|r| r.as_ref().ok()).map(|r| r.status().as_u16());
+            self.inner.polite.record(host, status, started.elapsed());
+            let resp = match sent {
                 Err(_) => {
                     self.count(host, "timeout");
                     return Err(RegistryError::Deadline { registry: host.into(), what: target.what.clone() });
@@ -880,7 +1096,12 @@ impl Client {
                 });
             }
             if (status == 429 || status == 503) && attempt < MAX_ATTEMPTS {
-                let wait = retry_after(resp.headers()).unwrap_or(Duration::from_millis(200 * u64::from(attempt)));
+                let asked = retry_after(resp.headers());
+                let wait = asked.unwrap_or(Duration::from_millis(200 * u64::from(attempt)));
+                if let Some(w) = asked {
+                    // Everyone waits, not only this request.
+                    self.inner.polite.pause(host, w);
+                }
                 if Instant::now() + wait < deadline {
                     tracing::info!(registry = host, status, wait_ms = wait.as_millis() as u64, "throttled; retrying");
                     tokio::time::sleep(wait).await;
@@ -1001,8 +1222,16 @@ impl Client {
     }
 
     /// The credential for a repository, running a credential helper if needed.
+    /// Precedence: the keychain (pull Secrets over the node's docker
+    /// config, longest prefix), then kubelet credential providers, then anonymous.
     async fn credential(&self, repo: &Repository, deadline: Instant) -> Result<Credential, RegistryError> {
         let cred = self.inner.keychain.read().unwrap_or_else(|p| p.into_inner()).lookup(&repo.host, &repo.path);
+        if cred == Credential::Anonymous
+            && let Some(providers) = &self.inner.options.credential_providers
+            && let Some(c) = providers.credential(&repo.to_string(), deadline).await
+        {
+            return Ok(c);
+        }
         let Credential::Helper(helper) = cred else { return Ok(cred) };
         let key = (helper.clone(), repo.host.clone());
         if let Some((c, exp)) = self.inner.helper_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
@@ -1023,52 +1252,63 @@ impl Client {
     }
 
     fn host_options(&self, host: &str) -> HostOptions {
-        self.inner.options.hosts.get(host).cloned().unwrap_or_default()
+        let mut o = self.inner.options.hosts.get(host).cloned().unwrap_or_default();
+        // A hosts.toml `http://` endpoint is plain HTTP by the node's own configuration.
+        o.insecure |= self.inner.plain_http.lock().unwrap_or_else(|p| p.into_inner()).contains(host);
+        o
     }
 
     fn scheme(&self, host: &str) -> &'static str {
         if self.host_options(host).insecure { "http" } else { "https" }
     }
 
-    fn limit_for(&self, host: &str) -> Arc<Semaphore> {
-        let n = self.host_options(host).max_concurrency.unwrap_or(self.inner.options.default_concurrency).max(1);
-        self.inner
-            .limits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(host.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(n)))
-            .clone()
-    }
-
-    fn http_for(&self, host: &str) -> Result<reqwest::Client, RegistryError> {
+    /// The HTTP client for an endpoint: one per endpoint and TLS settings,
+    /// all sharing the process's trust anchors (see [`crate::tls`]).
+    fn http_for(&self, via: &Via) -> Result<reqwest::Client, RegistryError> {
+        let host = via.repo.host.as_str();
+        let ep = &via.endpoint;
+        let key = format!("{}\0{host}\0{:?}\0{:?}\0{:?}", via.base, ep.ca, ep.client, ep.skip_verify);
         let mut map = self.inner.http.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get(host) {
+        if let Some(c) = map.get(&key) {
             return Ok(c.clone());
         }
         let opts = self.host_options(host);
-        let mut b = reqwest::Client::builder()
+        let tls_err = |detail: String| RegistryError::Tls { registry: host.into(), detail };
+        let mut settings = tls::TlsSettings { skip_verify: ep.skip_verify.unwrap_or(false), ..Default::default() };
+        if let Some(pem) = &opts.ca_pem {
+            settings.extra_roots = tls::parse_certificates("CA bundle", pem).map_err(|e| tls_err(e.to_string()))?;
+        }
+        for file in &ep.ca {
+            let pem = read_pem(file).map_err(&tls_err)?;
+            let what = file.display().to_string();
+            settings.extra_roots.extend(tls::parse_certificates(&what, &pem).map_err(|e| tls_err(e.to_string()))?);
+        }
+        // rustls presents one identity: the first pair, as listed.
+        if let Some((cert, key_file)) = ep.client.first() {
+            let cert_pem = read_pem(cert).map_err(&tls_err)?;
+            let key_pem = match key_file {
+                Some(k) => read_pem(k).map_err(&tls_err)?,
+                None => cert_pem.clone(),
+            };
+            let what = cert.display().to_string();
+            settings.identity =
+                Some(tls::ClientIdentity::from_pem(&what, &cert_pem, &key_pem).map_err(|e| tls_err(e.to_string()))?);
+        }
+        let config = tls::client_config(host, settings).map_err(|e| tls_err(e.to_string()))?;
+        let c = reqwest::Client::builder()
             .connect_timeout(self.inner.options.connect_timeout)
             .user_agent(self.inner.options.user_agent.clone())
-            // Redirects are handled in `send`: only for blobs, and without
+            // Redirects are handled in `send_via`: only for blobs, and without
             // credentials when they leave the registry's host.
             .redirect(reqwest::redirect::Policy::none())
-            .https_only(!opts.insecure);
-        if let Some(pem) = &opts.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| RegistryError::Tls {
-                registry: host.into(),
-                detail: format!("CA bundle is not PEM: {e}"),
-            })?;
-            if certs.is_empty() {
-                return Err(RegistryError::Tls {
-                    registry: host.into(),
-                    detail: "CA bundle holds no certificate".into(),
-                });
-            }
-            b = b.tls_certs_merge(certs);
+            .https_only(!opts.insecure)
+            .tls_backend_preconfigured(config)
+            .build()
+            .map_err(|e| tls_err(e.to_string()))?;
+        if map.len() >= 1024 {
+            map.clear();
         }
-        let c = b.build().map_err(|e| RegistryError::Tls { registry: host.into(), detail: e.to_string() })?;
-        map.insert(host.to_string(), c.clone());
+        map.insert(key, c.clone());
         Ok(c)
     }
 
@@ -1111,9 +1351,79 @@ fn check_digest(repo: &Repository, digest: &str) -> Result<(), RegistryError> {
     })
 }
 
-/// Docker Hub's API lives on another host than its name.
-fn endpoint(host: &str) -> &str {
-    if host == "docker.io" { "registry-1.docker.io" } else { host }
+/// One endpoint as a request uses it.
+struct Via {
+    /// The repository as addressed at this endpoint: for a mirror, the
+    /// mirror's host (its own credentials, tokens, limits, counts, errors).
+    repo: Repository,
+    /// `scheme://host/api-root`; the request path after `/v2` is appended.
+    base: String,
+    /// The endpoint (TLS, headers).
+    endpoint: hosts::Endpoint,
+    /// ` via <endpoint>` for a mirror, empty for the registry itself.
+    label: String,
+}
+
+/// What a request needs of an endpoint (containerd's capabilities).
+#[derive(Debug, Clone, Copy)]
+enum Need {
+    /// Content by digest.
+    Pull,
+    /// A tag.
+    Resolve,
+    /// Referrers lookups (both).
+    Referrers,
+}
+
+impl Need {
+    fn allowed(self, ep: &hosts::Endpoint) -> bool {
+        let c = ep.capabilities;
+        match self {
+            Need::Pull => c.pull,
+            Need::Resolve => c.resolve,
+            Need::Referrers => c.pull && c.resolve,
+        }
+    }
+}
+
+fn need_for(path: &str) -> Need {
+    match path.rsplit_once("/manifests/") {
+        Some((_, reference)) if !reference.contains(':') => Need::Resolve,
+        _ if path.contains("/referrers/") => Need::Referrers,
+        _ => Need::Pull,
+    }
+}
+
+/// The digest a `/manifests/<digest>` or `/blobs/<digest>` path names.
+fn digest_in_path(path: &str) -> Option<&str> {
+    let last = path.rsplit('/').next()?;
+    (path.contains("/manifests/") || path.contains("/blobs/")).then_some(last).filter(|d| d.contains(':'))
+}
+
+/// Whether the next endpoint is tried after this failure (containerd tries
+/// it after any failure; only a spent deadline ends the search).
+fn falls_back(e: &RegistryError) -> bool {
+    !matches!(e, RegistryError::Deadline { .. })
+}
+
+fn no_endpoint(repo: &Repository, what: &str) -> RegistryError {
+    RegistryError::Invalid { registry: repo.host.clone(), what: what.into(), detail: "no endpoint was tried".into() }
+}
+
+/// True when a referrers index lists at least one entry.
+fn lists_anything(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("manifests").and_then(|m| m.as_array()).map(|a| !a.is_empty()))
+        .unwrap_or(false)
+}
+
+fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    match hosts::read_bounded(path, tls::MAX_PEM_BYTES) {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => Err(format!("{} does not exist", path.display())),
+        Err(r) => Err(format!("{} {r}", path.display())),
+    }
 }
 
 fn media_type_of(content_type: Option<String>, bytes: &[u8]) -> String {
@@ -1300,7 +1610,11 @@ mod tests {
     #[test]
     fn encoding_and_endpoints() {
         assert_eq!(urlencode("application/vnd.cncf.notary.signature"), "application%2Fvnd.cncf.notary.signature");
-        assert_eq!(endpoint("docker.io"), "registry-1.docker.io");
+        assert!(matches!(need_for("/v2/a/manifests/latest"), Need::Resolve));
+        assert!(matches!(need_for("/v2/a/manifests/sha256:ab"), Need::Pull));
+        assert!(matches!(need_for("/v2/a/referrers/sha256:ab"), Need::Referrers));
+        assert_eq!(digest_in_path("/v2/a/blobs/sha256:ab"), Some("sha256:ab"));
+        assert_eq!(digest_in_path("/v2/a/manifests/v1"), None);
         assert_eq!(media_type_of(Some("application/vnd.oci.image.index.v1+json; charset=x".into()), b"{}"), OCI_INDEX);
         assert_eq!(media_type_of(None, br#"{"mediaType":"m"}"#), "m");
     }

@@ -11,14 +11,25 @@
 //!   `config.json` and credential helpers, the bearer token flow and an
 //!   in-memory token cache. Credentials never touch the disk or the logs.
 //! * [`types`] — descriptors, manifests and indexes.
+//! * [`hosts`] — containerd's `hosts.toml` tree: the endpoints (mirrors,
+//!   then the registry) containerd pulls from, in its order.
+//! * [`tls`] — the system trust anchors read once per process and shared.
+//! * [`polite`] — per-registry concurrency, token bucket, `Retry-After`
+//!   pauses and request statistics.
+//! * [`credprovider`] — kubelet credential-provider plugins (exec with a
+//!   deadline, bounded output, kubelet's match rules and answer cache).
 //! * [`shared`] — the hook for the cluster tier: content shared under its
 //!   digest and re-hashed on read, short-TTL referrers lists and tags, and
 //!   leases so one node per cluster fetches.
 
 pub mod auth;
 mod client;
+pub mod credprovider;
+pub mod hosts;
+pub mod polite;
 mod referrers;
 pub mod shared;
+pub mod tls;
 pub mod types;
 
 pub use client::{

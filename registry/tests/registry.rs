@@ -24,7 +24,8 @@ fn deadline() -> Instant {
 
 fn client_for(reg: &Registry) -> Client {
     let mut opts = ClientOptions::default();
-    let host = HostOptions { insecure: reg.ca_pem.is_none(), ca_pem: reg.ca_pem.clone(), max_concurrency: None };
+    let host =
+        HostOptions { insecure: reg.ca_pem.is_none(), ca_pem: reg.ca_pem.clone(), max_concurrency: None, rate: None };
     opts.hosts.insert(reg.host.clone(), host);
     Client::new(opts)
 }
@@ -109,7 +110,7 @@ async fn auth_tls_and_two_registries_with_different_credentials() {
     for r in [&a, &b] {
         opts.hosts.insert(
             r.host.clone(),
-            HostOptions { insecure: false, ca_pem: r.ca_pem.clone(), max_concurrency: Some(2) },
+            HostOptions { insecure: false, ca_pem: r.ca_pem.clone(), max_concurrency: Some(2), rate: None },
         );
     }
     let c = Client::new(opts.clone());
