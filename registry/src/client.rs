@@ -478,13 +478,15 @@ impl Client {
     /// Resolves `tag` to the descriptor of the manifest (or index) it names:
     /// `(digest, media type, size)`. The digest is computed from the bytes
     /// served, not taken from a header. A missing tag is [`RegistryError::NotFound`].
+    /// Always asks the registry: which image is verified never comes from the
+    /// cluster tier.
     pub async fn resolve(
         &self,
         repo: &Repository,
         tag: &str,
         deadline: Instant,
     ) -> Result<(String, String, u64), RegistryError> {
-        match self.manifest_by_tag(repo, tag, deadline).await? {
+        match self.fetch_by_tag(repo, tag, deadline).await? {
             Some(m) => {
                 let size = m.bytes.len() as u64;
                 Ok((m.digest, m.media_type, size))

@@ -85,8 +85,9 @@ pub enum Outcome {
 /// `deadline` (and the tier's own short timeouts) and never fails: a tier
 /// that cannot answer returns `None` / [`Lease::Unavailable`] / nothing.
 pub trait SharedTier: Send + Sync {
-    /// The value under `key`, if any and at most `max_bytes` long (a longer
-    /// value is reported as [`Outcome::Poisoned`] by the tier and is `None`).
+    /// The value under `key`, if any. At most `max_bytes + 1` bytes are
+    /// read, so an oversized value is seen (and counted as poisoned) without
+    /// being read whole.
     fn get<'a>(
         &'a self,
         kind: SharedKind,
@@ -104,6 +105,8 @@ pub trait SharedTier: Send + Sync {
     fn wait_bound(&self) -> Duration;
     /// How often a waiting node looks for the value.
     fn poll_interval(&self) -> Duration;
+    /// False while the tier is known to be down (a waiting node stops waiting).
+    fn available(&self) -> bool;
     /// Counts what a lookup ended in.
     fn record(&self, kind: SharedKind, outcome: Outcome);
 }
@@ -201,7 +204,7 @@ async fn wait(
         if let Some(v) = read(tier, kind, key, max_bytes, deadline, valid).await {
             return Some(v);
         }
-        if Instant::now() >= until {
+        if Instant::now() >= until || !tier.available() {
             tier.record(kind, Outcome::WaitedOut);
             tracing::debug!(kind = kind.as_str(), key, "no shared value within the wait bound; fetching");
             return None;
