@@ -27,9 +27,29 @@ pub fn registry_client(
             HostOptions { insecure: *insecure, ca_pem: ca_pem.clone(), max_concurrency: *max_concurrency, rate: None },
         );
     }
+    endpoints(cfg, &mut opts);
     let client = Client::new(opts);
     client.set_keychain(keychain(cfg, pull_secrets));
     client
+}
+
+/// containerd's hosts.toml tree, kubelet's credential providers, the
+/// registry rate and the per-registry latency metric. The TLS trust anchors
+/// are not built here: the registry crate reads them once per process.
+fn endpoints(cfg: &Config, opts: &mut ClientOptions) {
+    let e = &cfg.endpoints;
+    opts.rate = e.rate;
+    opts.latency_observer = Some(crate::metrics::registry_latency_observer());
+    opts.hosts_dirs = e.hosts().map(std::sync::Arc::new);
+    opts.credential_providers = match e.providers() {
+        Ok(p) => p.map(std::sync::Arc::new),
+        Err(issues) => {
+            for i in issues {
+                tracing::error!(problem = %i, "kubelet credential providers unusable; run pullgate-agent check-config");
+            }
+            None
+        }
+    };
 }
 
 /// The node's docker config keychain (when configured) overlaid with `pull_secrets`.

@@ -102,6 +102,46 @@ fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabels {
+    registry: String,
+}
+
+/// `pullgate_registry_request_duration_seconds` by registry endpoint host:
+/// one per process (the registry client's latency observer is not tied to
+/// one [`Metrics`]), registered by every [`Metrics::new`], hosts bounded
+/// like the request counters.
+struct RegistryLatency {
+    family: Family<HostLabels, Histogram, fn() -> Histogram>,
+    hosts: Mutex<HashSet<String>>,
+}
+
+fn registry_latency() -> &'static RegistryLatency {
+    static LATENCY: std::sync::OnceLock<RegistryLatency> = std::sync::OnceLock::new();
+    LATENCY.get_or_init(|| RegistryLatency {
+        family: Family::new_with_constructor(duration_histogram),
+        hosts: Mutex::new(HashSet::new()),
+    })
+}
+
+/// A registry-client latency observer (`ClientOptions::latency_observer`)
+/// feeding `pullgate_registry_request_duration_seconds`.
+pub fn registry_latency_observer() -> pullgate_registry::LatencyObserver {
+    Arc::new(|registry: &str, took: Duration| {
+        let l = registry_latency();
+        let registry = {
+            let mut hosts = l.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            if hosts.contains(registry) || (hosts.len() < MAX_REGISTRY_LABELS && is_host_like(registry)) {
+                hosts.insert(registry.to_string());
+                registry.to_string()
+            } else {
+                OTHER.to_string()
+            }
+        };
+        l.family.get_or_create(&HostLabels { registry }).observe(took.as_secs_f64());
+    })
+}
+
 /// Registry-request counters and the hosts that have a series of their own.
 struct RegistryRequests {
     family: Family<RegistryLabels, Counter>,
@@ -180,6 +220,11 @@ impl Metrics {
             "pullgate_registry_requests",
             "HTTP requests sent to registries by registry host and status (HTTP code, token-CODE, timeout or error)",
             registry_requests.family.clone(),
+        );
+        registry.register(
+            "pullgate_registry_request_duration_seconds",
+            "Time from sending a registry request to its answer, by registry endpoint host (429s are pullgate_registry_requests_total{status=\"429\"})",
+            registry_latency().family.clone(),
         );
         let cache_requests = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -625,6 +670,18 @@ mod tests {
         assert_eq!(sample(&t, r#"pullgate_decision_duration_seconds_bucket{le="30.0",source="other"}"#), Some(0.0));
         assert_eq!(sample(&t, r#"pullgate_decision_duration_seconds_bucket{le="+Inf",source="other"}"#), Some(1.0));
         assert!(t.contains("# TYPE pullgate_decision_duration_seconds histogram\n"), "{t}");
+    }
+
+    #[test]
+    fn registry_latency_is_a_histogram_per_host() {
+        let m = Metrics::new();
+        let observe = registry_latency_observer();
+        observe("latency-test.example:5000", Duration::from_millis(30));
+        observe("bad host\n", Duration::from_millis(1));
+        let t = m.encode();
+        let series = r#"pullgate_registry_request_duration_seconds_bucket{le="0.05",registry="latency-test.example:5000"}"#;
+        assert_eq!(sample(&t, series), Some(1.0), "{t}");
+        assert!(!t.contains("bad host"), "{t}");
     }
 
     #[test]

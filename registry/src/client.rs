@@ -74,6 +74,8 @@ pub struct ClientOptions {
     pub credential_providers: Option<Arc<Providers>>,
     /// Token bucket per registry endpoint when not set per host.
     pub rate: Rate,
+    /// Called once per HTTP request to a registry endpoint with its latency, e.g. for metrics.
+    pub latency_observer: Option<LatencyObserver>,
 }
 
 /// A content-addressed store for manifests and blobs fetched by digest (the
@@ -95,6 +97,9 @@ pub const REFERRERS_TTL: Duration = Duration::from_secs(30);
 /// Callback told about every registry request: `(registry host, "200" | "404" | "token-200" | "timeout" | "error")`.
 pub type RequestObserver = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
+/// Callback told the latency of every registry request: `(registry endpoint host, time to the answer)`.
+pub type LatencyObserver = Arc<dyn Fn(&str, Duration) + Send + Sync>;
+
 impl std::fmt::Debug for ClientOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientOptions")
@@ -107,6 +112,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("hosts_dirs", &self.hosts_dirs)
             .field("credential_providers", &self.credential_providers.as_ref().map(|p| p.len()))
             .field("rate", &self.rate)
+            .field("latency_observer", &self.latency_observer.is_some())
             .finish()
     }
 }
@@ -124,6 +130,7 @@ impl Default for ClientOptions {
             hosts_dirs: None,
             credential_providers: None,
             rate: Rate::default(),
+            latency_observer: None,
         }
     }
 }
@@ -1055,6 +1062,9 @@ impl Client {
             let sent = tokio::time::timeout_at(deadline, req.send()).await;
             let status = sent.as_ref().ok().and_then(|r| r.as_ref().ok()).map(|r| r.status().as_u16());
             self.inner.polite.record(host, status, started.elapsed());
+            if let Some(observe) = &self.inner.options.latency_observer {
+                observe(host, started.elapsed());
+            }
             let resp = match sent {
                 Err(_) => {
                     self.count(host, "timeout");
@@ -1421,11 +1431,7 @@ fn lists_anything(bytes: &[u8]) -> bool {
 }
 
 fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    match hosts::read_bounded(path, tls::MAX_PEM_BYTES) {
-        Ok(Some(b)) => Ok(b),
-        Ok(None) => Err(format!("{} does not exist", path.display())),
-        Err(r) => Err(format!("{} {r}", path.display())),
-    }
+    hosts::read_file(path, tls::MAX_PEM_BYTES)
 }
 
 fn media_type_of(content_type: Option<String>, bytes: &[u8]) -> String {

@@ -408,6 +408,16 @@ fn normalise(p: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Reads a regular file of at most `limit` bytes (a node file the agent's
+/// config names); the error says which file and why.
+pub fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    match read_bounded(path, limit) {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => Err(format!("{} does not exist", path.display())),
+        Err(r) => Err(format!("{} {r}", path.display())),
+    }
+}
+
 /// Reads a regular file of at most `limit` bytes; `Ok(None)` when it does not exist.
 pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, String> {
     use std::io::Read as _;
