@@ -340,6 +340,9 @@ pub struct Evaluation {
     /// The stages it went through.
     #[serde(default)]
     pub steps: Vec<Step>,
+    /// What the Rego policy saw and answered, when one applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::PolicyReport>,
 }
 
 impl Evaluation {
@@ -352,6 +355,7 @@ impl Evaluation {
             verification: Vec::new(),
             origin: None,
             steps: Vec::new(),
+            policy: None,
         }
     }
 }
@@ -528,6 +532,7 @@ mod tests {
             verification: vec![],
             origin: None,
             steps: vec![],
+            policy: None,
         }
     }
 

@@ -323,6 +323,7 @@ impl Engine {
             reason: String::new(),
             steps: Vec::new(),
             verification: Vec::new(),
+            policy: None,
             duration_us: 0,
         };
 
@@ -409,6 +410,8 @@ impl Engine {
                                 Evaluation::error(VerifyError::Deadline(VERIFY_BUDGET.as_millis() as u64).to_string())
                             }
                         };
+                        // Rego sees the typed outcome and may tighten (or override) it.
+                        crate::policy::apply(&loaded2.config, &subject, &mut e).await;
                         e.origin = Some(id);
                         let (stored, policy) = (e.clone(), loaded2.config.cache);
                         // sled writes (and the rare eviction scan) stay off the async workers.
@@ -432,6 +435,7 @@ impl Engine {
         report.rule = evaluation.rule.clone();
         report.source = if from_cache { Source::Cache } else { evaluation.source };
         report.verification = evaluation.verification.clone();
+        report.policy = evaluation.policy.clone();
         if !from_cache {
             trace.steps.extend(evaluation.steps.iter().cloned());
         }
@@ -541,6 +545,7 @@ async fn evaluate(
         verification: Vec::new(),
         origin: None,
         steps: trace.steps,
+        policy: None,
     };
     if let Some((i, p)) = cfg.allowlist.iter().enumerate().find(|(_, p)| p.matches(reference, digest)) {
         trace.step("allowlist", &format!("matched allowlist[{i}] {p}"));
@@ -765,6 +770,7 @@ mod tests {
             reason: String::new(),
             steps: Vec::new(),
             verification: Vec::new(),
+            policy: None,
             duration_us: 0,
         };
         let trace = Trace { received: Instant::now(), steps: vec![] };

@@ -9,6 +9,7 @@
 //! * [`report`] — decision reports, ids and the JSON-lines decision log;
 //! * [`metrics`] — Prometheus metrics and the `/metrics` endpoint;
 //! * [`oneshot`] — `verify REF`: one decision without a daemon;
+//! * [`policy`] — Rego policies (regorus): the input document, tighten/override, `policy test`;
 //! * [`server`] — the Unix socket: peers, framing, limits, drain;
 //! * [`verify`] — runs required verifiers against the registry;
 //! * [`sync`] — config sources: Kubernetes ConfigMaps and pull Secrets,
@@ -25,6 +26,7 @@ pub mod flight;
 pub mod inventory;
 pub mod metrics;
 pub mod oneshot;
+pub mod policy;
 pub mod report;
 pub mod server;
 pub mod sync;

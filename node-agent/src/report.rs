@@ -104,6 +104,8 @@ pub enum Source {
     Input,
     /// An earlier decision for the same image and config generation.
     Cache,
+    /// A Rego policy changed the typed outcome.
+    Rego,
 }
 
 impl Source {
@@ -116,6 +118,7 @@ impl Source {
             Source::FailurePolicy => "failure-policy",
             Source::Input => "input",
             Source::Cache => "cache",
+            Source::Rego => "rego",
         }
     }
 }
@@ -173,6 +176,9 @@ pub struct Report {
     /// Each verifier run: registry, artifacts found, every signature and check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verification: Vec<VerifierRun>,
+    /// The Rego policy's part, when one applied: its input and what decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::PolicyReport>,
     /// Total time spent, in microseconds.
     pub duration_us: u64,
 }
@@ -223,7 +229,11 @@ impl Report {
                     cut(s);
                 }
                 sig.checks.iter_mut().for_each(|c| cut(&mut c.reason));
+                sig.facts.texts().for_each(cut);
             }
+        }
+        if let Some(p) = &mut self.policy {
+            p.bound(limit);
         }
     }
 
@@ -268,7 +278,82 @@ pub struct SignatureReport {
     pub verified: bool,
     /// Every check and how it ended.
     pub checks: Vec<CheckReport>,
+    /// What the verifier established about the signature (the Rego input's view of it).
+    #[serde(default, skip_serializing_if = "SignatureFacts::is_empty")]
+    pub facts: SignatureFacts,
 }
+
+/// What a verifier established about one signature: its format, who signed
+/// and when. Policies (`input.verification[].signatures[]`) read these.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureFacts {
+    /// `notation`, `cosign` or `sigstore-bundle`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Notation's signing scheme (`notary.x509`, `notary.x509.signingAuthority`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Subjects of the signing certificate chain, leaf first, as far as the verifier exposes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain_subjects: Vec<String>,
+    /// Key-based signing: the trusted key's name in the config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    /// Key-based signing: SHA-256 of the key's SubjectPublicKeyInfo, lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Keyless signing: the certificate's identity (email, URI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// Keyless signing: the OIDC issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// When it was signed (RFC 3339), as proven by a transparency log entry's integrated time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_time: Option<String>,
+    /// Verified RFC 3161 timestamps (RFC 3339).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timestamps: Vec<String>,
+    /// The in-toto predicate type of a DSSE bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicate_type: Option<String>,
+}
+
+impl SignatureFacts {
+    /// True when nothing is known (junk, list notes).
+    pub fn is_empty(&self) -> bool {
+        *self == SignatureFacts::default()
+    }
+
+    /// Every text field, for bounding.
+    fn texts(&mut self) -> impl Iterator<Item = &mut String> {
+        let SignatureFacts {
+            format,
+            scheme,
+            chain_subjects,
+            key_name,
+            key_id,
+            identity,
+            issuer,
+            signing_time,
+            timestamps,
+            predicate_type,
+        } = self;
+        [format, scheme, key_name, key_id, identity, issuer, signing_time, predicate_type]
+            .into_iter()
+            .flatten()
+            .chain(chain_subjects.iter_mut())
+            .chain(timestamps.iter_mut())
+    }
+}
+
+/// Unix seconds as RFC 3339 UTC (`None` for times before the epoch).
+pub fn unix_rfc3339(secs: i64) -> Option<String> {
+    let t = UNIX_EPOCH.checked_add(std::time::Duration::from_secs(u64::try_from(secs).ok()?))?;
+    Some(humantime::format_rfc3339_seconds(t).to_string())
+}
+
 
 /// One check of one signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -468,9 +553,37 @@ pub fn render(r: &Report) -> String {
             }
         }
     }
+    if let Some(p) = &r.policy {
+        s.push_str(&render_policy(p));
+    }
     s.push_str(&format!("took {} µs\n", r.duration_us));
     s
 }
+
+/// `explain`'s policy section: what decided, then the input the policy saw.
+fn render_policy(p: &crate::policy::PolicyReport) -> String {
+    let answer = match p.allow {
+        Some(true) => "allow",
+        Some(false) => "deny",
+        None => "no answer",
+    };
+    let effect = if p.changed { "changed the typed outcome" } else { "typed outcome stands" };
+    let mut s = format!(
+        "policy {} ({}): {answer} — {}\n  decided by {} in {} µs; typed {}, {effect}\n  input:\n",
+        p.file,
+        p.mode.as_str(),
+        p.reason,
+        p.rule,
+        p.eval_us,
+        p.typed
+    );
+    let input = serde_json::to_string_pretty(&p.input).unwrap_or_default();
+    for line in input.lines() {
+        s.push_str(&format!("    {line}\n"));
+    }
+    s
+}
+
 
 /// RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
@@ -501,6 +614,7 @@ mod tests {
             reason: "r".into(),
             steps: vec![],
             verification: vec![],
+            policy: None,
             duration_us: 1,
         }
     }
@@ -559,6 +673,7 @@ mod tests {
             level: None,
             verified: false,
             checks: vec![check; 8],
+            facts: SignatureFacts::default(),
         };
         r.verification.push(VerifierRun {
             verifier: "notation".into(),

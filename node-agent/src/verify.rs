@@ -12,7 +12,7 @@
 //! report.
 
 use crate::config::{Combine, Config, NotationTrust, Requirements, SigstoreTrust, VerifierKind};
-use crate::report::{CheckReport, SignatureReport, VerifierRun};
+use crate::report::{CheckReport, SignatureFacts, SignatureReport, VerifierRun};
 use pullgate_notation::StoreType;
 use pullgate_reference::{Digest, Reference};
 use pullgate_registry::types::{Descriptor, ImageManifest, Manifest, OCI_MANIFEST, ReferrersSource};
@@ -240,6 +240,7 @@ impl Ignored {
                 level: None,
                 verified: false,
                 checks: vec![CheckReport { check: "list".into(), status: "ignored".into(), reason: n.clone() }],
+                facts: Default::default(),
             });
         }
         i
@@ -608,6 +609,12 @@ fn notation_report(manifest: &str, media_type: &str, sig: &pullgate_notation::Si
                 reason: c.reason.clone(),
             })
             .collect(),
+        facts: SignatureFacts {
+            format: Some("notation".into()),
+            scheme: sig.signing_scheme.map(str::to_string),
+            chain_subjects: sig.signer_subject.iter().cloned().collect(),
+            ..SignatureFacts::default()
+        },
     }
 }
 
@@ -673,7 +680,12 @@ fn new_run(kind: VerifierKind, repo: &Repository) -> VerifierRun {
 }
 
 /// Turns a Sigstore outcome into the report's signature entry.
-fn sigstore_report(manifest: &str, media_type: &str, o: &pullgate_sigstore::Outcome) -> SignatureReport {
+fn sigstore_report(
+    manifest: &str,
+    media_type: &str,
+    o: &pullgate_sigstore::Outcome,
+    format: &str,
+) -> SignatureReport {
     let mut checks: Vec<CheckReport> = o
         .checks
         .iter()
@@ -698,6 +710,7 @@ fn sigstore_report(manifest: &str, media_type: &str, o: &pullgate_sigstore::Outc
         level: None,
         verified: o.verified,
         checks,
+        facts: sigstore_facts(format, o),
     }
 }
 
@@ -813,7 +826,7 @@ async fn cosign(client: &Client, trust: &SigstoreTrust, subject: &Subject, budge
             annotations: &c.layer.annotations,
         };
         let outcome = pullgate_sigstore::verify_cosign_signature(&digest, &cl, &trust.cosign, SystemTime::now());
-        tried.push(sigstore_report(&c.manifest, &c.layer.media_type, &outcome));
+        tried.push(sigstore_report(&c.manifest, &c.layer.media_type, &outcome, "cosign"));
         if outcome.verified {
             if let Some(bytes) = &c.manifest_bytes {
                 client.keep(&c.manifest, bytes);
@@ -930,7 +943,7 @@ async fn bundles(client: &Client, trust: &SigstoreTrust, subject: &Subject, budg
         };
         let artifact = pullgate_sigstore::Artifact::Digest(&digest);
         let outcome = pullgate_sigstore::verify_bundle(&bytes, artifact, &trust.bundle, SystemTime::now());
-        tried.push(sigstore_report(m, &c.layer.media_type, &outcome));
+        tried.push(sigstore_report(m, &c.layer.media_type, &outcome, "sigstore-bundle"));
         if outcome.verified {
             client.keep(m, &c.manifest.bytes);
             client.keep(&c.layer.digest, &bytes);
@@ -943,6 +956,27 @@ async fn bundles(client: &Client, trust: &SigstoreTrust, subject: &Subject, budg
     run
 }
 
+/// The Sigstore outcome's signer and times, for policies; `format` is `cosign` or `sigstore-bundle`.
+fn sigstore_facts(format: &str, o: &pullgate_sigstore::Outcome) -> SignatureFacts {
+    let mut f = SignatureFacts {
+        format: Some(format.into()),
+        signing_time: o.integrated_time.and_then(crate::report::unix_rfc3339),
+        timestamps: o.timestamps.iter().filter_map(|t| crate::report::unix_rfc3339(*t)).collect(),
+        predicate_type: o.predicate_type.clone(),
+        ..SignatureFacts::default()
+    };
+    match &o.signer {
+        Some(pullgate_sigstore::Signer::Key { name, key_id }) => {
+            (f.key_name, f.key_id) = (Some(name.clone()), Some(key_id.clone()));
+        }
+        Some(pullgate_sigstore::Signer::Certificate { subject, issuer }) => {
+            (f.identity, f.issuer) = (Some(subject.clone()), Some(issuer.clone()));
+        }
+        None => {}
+    }
+    f
+}
+
 fn ignored_signature(manifest: &str, why: String) -> SignatureReport {
     SignatureReport {
         manifest: manifest.to_string(),
@@ -952,6 +986,7 @@ fn ignored_signature(manifest: &str, why: String) -> SignatureReport {
         level: None,
         verified: false,
         checks: vec![CheckReport { check: "artifact".into(), status: "ignored".into(), reason: why }],
+        facts: SignatureFacts::default(),
     }
 }
 

@@ -11,6 +11,8 @@ use std::path::Path;
 pub struct FileRefs {
     /// `registries.<host>.ca` paths by host.
     pub(super) ca: Vec<(String, String)>,
+    /// `policy` files (Rego), compiled by [`super::policy::compile`].
+    pub(super) policy: super::policy::PolicyRefs,
     /// `notation.trustPolicy` and `notation.trustStore`.
     pub(super) notation: Option<(String, String)>,
     /// `[sigstore]` file references and the policy parts that need no files.

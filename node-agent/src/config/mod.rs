@@ -15,8 +15,8 @@
 //! which the parts are validated.
 
 mod cache;
-mod endpoints;
 mod files;
+mod policy;
 mod raw;
 mod registries;
 mod scope;
@@ -25,7 +25,6 @@ mod tests;
 mod trust;
 mod types;
 
-pub use endpoints::{Endpoints, check_node_files, node_hosts_problems};
 pub use files::{FileRefs, generation_id, read_tree};
 pub use registries::RegistrySettings;
 pub use trust::{NotationTrust, SigstoreTrust};
@@ -69,12 +68,12 @@ pub struct Config {
     pub registries: BTreeMap<String, RegistrySettings>,
     /// A docker `config.json` on the node to read registry credentials from.
     pub docker_config: Option<PathBuf>,
-    /// containerd's hosts.toml tree, kubelet's credential providers, the registry rate.
-    pub endpoints: Endpoints,
     /// Notation trust policy and trust store, when configured.
     pub notation: Option<NotationTrust>,
     /// Decision cache lifetimes and bound.
     pub cache: crate::cache::CachePolicy,
+    /// Rego policies compiled for this generation (`policy`, `scopes[].policy`).
+    pub policies: crate::policy::Policies,
     /// Cosign / Sigstore trust (keys, roots, identities, provenance), when configured.
     pub sigstore: Option<SigstoreTrust>,
 }
@@ -156,8 +155,10 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, ConfigError> {
         return Err(ConfigError::Missing { dir: dir.to_path_buf() });
     };
     let invalid = |issues| ConfigError::Invalid { dir: dir.to_path_buf(), issues };
-    let (mut config, warnings, refs) = parse_raw(main).map_err(invalid)?;
+    let (mut config, warnings, mut refs) = parse_raw(main).map_err(invalid)?;
+    let policies = std::mem::take(&mut refs.policy);
     files::resolve_files(&mut config, refs, dir, &files).map_err(invalid)?;
+    config.policies = policy::compile(policies, &files).map_err(invalid)?;
     Ok(Loaded { config, generation: generation_id(&files), dir: dir.to_path_buf(), warnings })
 }
 
@@ -182,6 +183,7 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
     let mut issues = Vec::new();
     let mut warnings = Vec::new();
 
+    let policies = policy::parse_refs(&raw, &mut issues);
     let allowed_uids = raw.allowed_uids.unwrap_or_else(|| vec![0]);
     if allowed_uids.is_empty() {
         issues.push(issue(
@@ -191,10 +193,9 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
     }
     let allowlist = scope::parse_allowlist(&raw.allowlist, &mut issues, &mut warnings);
     let scopes = scope::parse_scopes(raw.scopes, &mut issues);
-    let mut refs = FileRefs::default();
+    let mut refs = FileRefs { policy: policies, ..FileRefs::default() };
     let registries = registries::parse_registries(raw.registries, &mut refs.ca, &mut issues, &mut warnings);
     let docker_config = registries::parse_docker_config(raw.auth, &mut issues);
-    let endpoints = endpoints::parse(raw.containerd, raw.credential_providers, raw.registry_rate, &mut issues);
     refs.notation = raw.notation.as_ref().map(|n| trust::parse_notation(n, &mut issues));
     refs.sigstore = raw.sigstore.map(|sg| trust::parse_sigstore(sg, &mut issues));
     scope::check_trust_configured(&scopes, refs.sigstore.is_some(), refs.notation.is_some(), &mut issues);
@@ -212,9 +213,9 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
         scopes,
         registries,
         docker_config,
-        endpoints,
         notation: None,
         cache,
+        policies: Default::default(),
         sigstore: None,
     };
     Ok((config, warnings, refs))

@@ -10,6 +10,8 @@ use serde::Deserialize;
 pub struct File {
     pub mode: Option<Mode>,
     pub failure_policy: Option<FailurePolicy>,
+    pub policy: Option<String>,
+    pub policy_mode: Option<crate::policy::PolicyMode>,
     pub default_action: Option<DefaultAction>,
     pub allowed_uids: Option<Vec<u32>>,
     #[serde(default)]
@@ -19,9 +21,6 @@ pub struct File {
     #[serde(default)]
     pub registries: std::collections::BTreeMap<String, Registry>,
     pub auth: Option<Auth>,
-    pub containerd: Option<super::endpoints::RawContainerd>,
-    pub credential_providers: Option<super::endpoints::RawCredentialProviders>,
-    pub registry_rate: Option<super::endpoints::RawRate>,
     pub notation: Option<Notation>,
     pub cache: Option<Cache>,
     pub sigstore: Option<Sigstore>,
@@ -98,6 +97,8 @@ pub struct Scope {
     pub images: Vec<String>,
     pub action: ActionKind,
     pub reason: Option<String>,
+    pub policy: Option<String>,
+    pub policy_mode: Option<crate::policy::PolicyMode>,
     pub verify: Option<Verify>,
 }
 
