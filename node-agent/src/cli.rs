@@ -758,6 +758,15 @@ fn check_config(dir: &Path) -> ExitCode {
             for w in &l.warnings {
                 println!("warning: {w}");
             }
+            // The node files the config names (hosts.toml tree, credential providers).
+            let node = config::check_node_files(&l.config.endpoints);
+            if !node.is_empty() {
+                for i in &node {
+                    println!("error: {i}");
+                }
+                println!("invalid: {} names node files with {} error(s)", dir.display(), node.len());
+                return ExitCode::from(EXIT_CONFIG);
+            }
             println!(
                 "ok: {} is valid (generation {}, mode {}, {} allowlist entries, {} scopes)",
                 dir.display(),
@@ -850,6 +859,16 @@ fn doctor(node: &NodeArgs, socket: &Path, json: bool) -> ExitCode {
     };
     let obs = rt.block_on(pullgate_containerd::probe::observe(&node.inputs()));
     let mut findings = obs.findings.clone();
+    for i in config::node_hosts_problems(&node.host_root, &node.containerd_config) {
+        findings.push(Finding {
+            check: "hosts-toml",
+            severity: Severity::Warning,
+            key: (!i.field.is_empty()).then(|| i.field.clone()),
+            file: Some(i.file.into()),
+            problem: i.reason,
+            fix: "fix the file: until then containerd, and pullgate's signature lookups, skip its mirrors".into(),
+        });
+    }
     let mut agent = Vec::new();
     let problem = |check, problem: String, fix: &str| Finding {
         check,

@@ -15,6 +15,7 @@
 //! which the parts are validated.
 
 mod cache;
+mod endpoints;
 mod files;
 mod policy;
 mod raw;
@@ -25,6 +26,7 @@ mod tests;
 mod trust;
 mod types;
 
+pub use endpoints::{Endpoints, check_node_files, node_hosts_problems};
 pub use files::{FileRefs, generation_id, read_tree};
 pub use registries::RegistrySettings;
 pub use trust::{NotationTrust, SigstoreTrust};
@@ -68,6 +70,8 @@ pub struct Config {
     pub registries: BTreeMap<String, RegistrySettings>,
     /// A docker `config.json` on the node to read registry credentials from.
     pub docker_config: Option<PathBuf>,
+    /// containerd's hosts.toml tree, kubelet's credential providers, the registry rate.
+    pub endpoints: Endpoints,
     /// Notation trust policy and trust store, when configured.
     pub notation: Option<NotationTrust>,
     /// Decision cache lifetimes and bound.
@@ -196,6 +200,7 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
     let mut refs = FileRefs { policy: policies, ..FileRefs::default() };
     let registries = registries::parse_registries(raw.registries, &mut refs.ca, &mut issues, &mut warnings);
     let docker_config = registries::parse_docker_config(raw.auth, &mut issues);
+    let endpoints = endpoints::parse(raw.containerd, raw.credential_providers, raw.registry_rate, &mut issues);
     refs.notation = raw.notation.as_ref().map(|n| trust::parse_notation(n, &mut issues));
     refs.sigstore = raw.sigstore.map(|sg| trust::parse_sigstore(sg, &mut issues));
     scope::check_trust_configured(&scopes, refs.sigstore.is_some(), refs.notation.is_some(), &mut issues);
@@ -213,6 +218,7 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
         scopes,
         registries,
         docker_config,
+        endpoints,
         notation: None,
         cache,
         policies: Default::default(),

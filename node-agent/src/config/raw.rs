@@ -21,6 +21,9 @@ pub struct File {
     #[serde(default)]
     pub registries: std::collections::BTreeMap<String, Registry>,
     pub auth: Option<Auth>,
+    pub containerd: Option<super::endpoints::RawContainerd>,
+    pub credential_providers: Option<super::endpoints::RawCredentialProviders>,
+    pub registry_rate: Option<super::endpoints::RawRate>,
     pub notation: Option<Notation>,
     pub cache: Option<Cache>,
     pub sigstore: Option<Sigstore>,
