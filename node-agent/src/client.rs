@@ -20,7 +20,8 @@ pub fn registry_client(
     if let Some(store) = &content_store {
         store.set_max_bytes(cfg.cache.content_max_bytes);
     }
-    let mut opts = ClientOptions { observer, content_store, ..ClientOptions::default() };
+    let shared = crate::cluster::tier(cfg);
+    let mut opts = ClientOptions { observer, content_store, shared, ..ClientOptions::default() };
     for (host, RegistrySettings { insecure, ca_pem, max_concurrency }) in &cfg.registries {
         opts.hosts.insert(
             host.clone(),

@@ -19,6 +19,7 @@
 pub mod cache;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod coverage;
 pub mod engine;

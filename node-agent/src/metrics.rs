@@ -201,6 +201,7 @@ impl Metrics {
     /// A fresh set of metrics, all zero.
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
+        crate::cluster::register(&mut registry);
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "pullgate_decisions",

@@ -15,6 +15,7 @@
 //! which the parts are validated.
 
 mod cache;
+mod cluster;
 mod endpoints;
 mod files;
 mod policy;
@@ -27,6 +28,7 @@ mod trust;
 mod types;
 
 pub use endpoints::{Endpoints, check_node_files, node_hosts_problems};
+pub use cluster::ClusterConfig;
 pub use files::{FileRefs, generation_id, read_tree};
 pub use registries::RegistrySettings;
 pub use trust::{NotationTrust, SigstoreTrust};
@@ -76,6 +78,8 @@ pub struct Config {
     pub notation: Option<NotationTrust>,
     /// Decision cache lifetimes and bound.
     pub cache: crate::cache::CachePolicy,
+    /// The cluster tier (`[cluster]`), when configured.
+    pub cluster: Option<ClusterConfig>,
     /// Rego policies compiled for this generation (`policy`, `scopes[].policy`).
     pub policies: crate::policy::Policies,
     /// Cosign / Sigstore trust (keys, roots, identities, provenance), when configured.
@@ -162,6 +166,9 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, ConfigError> {
     let (mut config, warnings, mut refs) = parse_raw(main).map_err(invalid)?;
     let policies = std::mem::take(&mut refs.policy);
     files::resolve_files(&mut config, refs, dir, &files).map_err(invalid)?;
+    if let Some(c) = &mut config.cluster {
+        cluster::resolve(c, &files).map_err(invalid)?;
+    }
     config.policies = policy::compile(policies, &files).map_err(invalid)?;
     Ok(Loaded { config, generation: generation_id(&files), dir: dir.to_path_buf(), warnings })
 }
@@ -205,6 +212,7 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
     refs.sigstore = raw.sigstore.map(|sg| trust::parse_sigstore(sg, &mut issues));
     scope::check_trust_configured(&scopes, refs.sigstore.is_some(), refs.notation.is_some(), &mut issues);
     let cache = cache::parse_cache(raw.cache, &mut issues);
+    let cluster = cluster::parse_cluster(raw.cluster, &mut issues, &mut warnings);
 
     if !issues.is_empty() {
         return Err(issues);
@@ -221,6 +229,7 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
         endpoints,
         notation: None,
         cache,
+        cluster,
         policies: Default::default(),
         sigstore: None,
     };

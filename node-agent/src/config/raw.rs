@@ -26,6 +26,7 @@ pub struct File {
     pub registry_rate: Option<super::endpoints::RawRate>,
     pub notation: Option<Notation>,
     pub cache: Option<Cache>,
+    pub cluster: Option<Cluster>,
     pub sigstore: Option<Sigstore>,
 }
 
@@ -60,6 +61,26 @@ pub struct Provenance {
     pub builder_id: Option<String>,
     pub source_repository: Option<String>,
     pub build_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Cluster {
+    pub url: String,
+    pub mode: Option<String>,
+    pub master_name: Option<String>,
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+    pub ca: Option<String>,
+    pub key_prefix: Option<String>,
+    pub content_ttl: Option<String>,
+    pub list_ttl: Option<String>,
+    pub lease_ttl: Option<String>,
+    pub wait_bound: Option<String>,
+    pub timeout: Option<String>,
+    pub breaker_cooldown: Option<String>,
 }
 
 #[derive(Deserialize)]

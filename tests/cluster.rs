@@ -1,0 +1,399 @@
+//! Issue 14: the cluster tier against a real `redis-server` (Debian package,
+//! started on a free 127.0.0.1 port in a temporary directory) and a real
+//! docker-registry holding the Notation-signed fixture image.
+//!
+//! Library-level cases run several registry clients, each with its own
+//! [`ClusterTier`] as separate nodes would, and count requests in the
+//! registry's own access log. Agent-level cases run `pullgate-agent` with a
+//! `[cluster]` table and compare verdicts. When `redis-server` is missing the
+//! tests print `skipped: …` (scripts install it, so CI runs them).
+
+use pullgate_cluster::{ClusterTier, Settings};
+use pullgate_registry::shared::{SharedKind, SharedTier};
+use pullgate_registry::types::{Descriptor, ImageManifest};
+use pullgate_registry::{Client, ClientOptions, HostOptions, Repository};
+use pullgate_testkit::{Registry, RegistryOptions};
+use pullgate_tests::{AgentFiles, EXIT_CONFIG, agent_command, fixture_descriptors};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+const NOTATION: &str = "application/vnd.cncf.notary.signature";
+
+/// A `redis-server` on a free loopback port; killed on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts one (`password`: `requirepass`); `None` when the binary is missing.
+    fn start(password: Option<&str>) -> Option<Redis> {
+        if Command::new("redis-server").arg("--version").output().is_err() {
+            println!("skipped: redis-server is not installed (scripts/lib/setup.sh pg_setup_test installs it)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(p) = password {
+            cmd.args(["--requirepass", p]);
+        }
+        let child = cmd.spawn().expect("spawning redis-server");
+        let r = Redis { child: Some(child), port, _dir: dir };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !r.answers() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not answer on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(r)
+    }
+
+    /// True once the server answers PING (with PONG or an auth error).
+    fn answers(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buf = [0u8; 64];
+        s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| n > 0)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+static PREFIX: AtomicU64 = AtomicU64::new(0);
+
+/// A key prefix no other case in this run uses.
+fn fresh_prefix() -> String {
+    format!("pgtest{}-{}", std::process::id(), PREFIX.fetch_add(1, Ordering::Relaxed))
+}
+
+fn settings(url: &str, prefix: &str) -> Settings {
+    let mut s = Settings::single(url);
+    s.key_prefix = prefix.to_string();
+    s.timeout = Duration::from_millis(300);
+    s.wait_bound = Duration::from_millis(1500);
+    s
+}
+
+/// One node's tier.
+fn tier(url: &str, prefix: &str) -> Arc<ClusterTier> {
+    Arc::new(ClusterTier::new(settings(url, prefix), None).expect("tier"))
+}
+
+fn client(host: &str, tier: Option<Arc<ClusterTier>>) -> Client {
+    let mut o = ClientOptions { shared: tier.map(|t| t as Arc<dyn SharedTier>), ..ClientOptions::default() };
+    o.hosts.insert(host.to_string(), HostOptions { insecure: true, ..HostOptions::default() });
+    Client::new(o)
+}
+
+async fn signed_registry() -> (Registry, Repository) {
+    let reg = Registry::start(RegistryOptions::default()).await;
+    let layout = pullgate_tests::fixtures_dir().join("notation/oci-layouts/e2e-valid-signature");
+    reg.push_layout("signed", &layout).await;
+    let repo = Repository { host: reg.host.clone(), path: "signed".into() };
+    (reg, repo)
+}
+
+/// What one Notation verification fetches, in order: the referrers list,
+/// each signature manifest and its envelope blob. `(digest, bytes)` pairs
+/// (the list as its digests).
+async fn verification_fetches(c: &Client, repo: &Repository) -> Vec<(String, Vec<u8>)> {
+    let subject = fixture_descriptors().manifest.digest;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let list = c.referrers(repo, &subject, Some(NOTATION), deadline).await.expect("referrers");
+    assert!(!list.descriptors.is_empty(), "the fixture image is signed");
+    let mut out =
+        vec![("referrers".to_string(), list.descriptors.iter().map(|d| d.digest.as_str()).collect::<String>().into())];
+    for d in &list.descriptors {
+        let m = c.manifest_by_digest(repo, &d.digest, deadline).await.expect("signature manifest");
+        let parsed: ImageManifest = serde_json::from_slice(&m.bytes).expect("signature manifest JSON");
+        out.push((m.digest.clone(), m.bytes.clone()));
+        let layer: &Descriptor = &parsed.layers[0];
+        let bytes = c.blob(repo, layer, 1 << 20, deadline).await.expect("envelope");
+        out.push((layer.digest.clone(), bytes));
+    }
+    out
+}
+
+/// The registry's access count once its log has stopped growing.
+fn quiet_count(reg: &Registry) -> usize {
+    let mut last = reg.access_count();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = reg.access_count();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_nodes_cost_the_registry_one_verification() {
+    let Some(redis) = Redis::start(None) else { return };
+    let (reg, repo) = signed_registry().await;
+    let before = quiet_count(&reg);
+    let alone = verification_fetches(&client(&reg.host, None), &repo).await;
+    let one = quiet_count(&reg) - before;
+    assert!(one >= 3, "a verification reads a list, a manifest and a blob: {one}");
+
+    let prefix = fresh_prefix();
+    let tiers: Vec<_> = (0..8).map(|_| tier(&redis.url(), &prefix)).collect();
+    let before = quiet_count(&reg);
+    let runs = tiers.iter().map(|t| {
+        let (c, repo) = (client(&reg.host, Some(t.clone())), repo.clone());
+        tokio::spawn(async move { verification_fetches(&c, &repo).await })
+    });
+    let results = futures::future::join_all(runs).await;
+    assert_eq!(quiet_count(&reg) - before, one, "eight nodes asked the registry what one asks");
+    for r in results {
+        assert_eq!(r.expect("task"), alone, "every node got the same checked bytes");
+    }
+    let hits: u64 = tiers.iter().map(|t| t.counts().hits).sum();
+    let misses: u64 = tiers.iter().map(|t| t.counts().misses).sum();
+    assert_eq!(misses, alone.len() as u64, "one miss per artifact in the whole cluster");
+    assert_eq!(hits, 7 * alone.len() as u64);
+    assert!(tiers.iter().all(|t| t.counts().poisoned == 0 && t.counts().fallbacks == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poisoned_values_are_refetched_counted_and_never_used() {
+    let Some(redis) = Redis::start(None) else { return };
+    let (reg, repo) = signed_registry().await;
+    let prefix = fresh_prefix();
+    let before = quiet_count(&reg);
+    let alone = verification_fetches(&client(&reg.host, Some(tier(&redis.url(), &prefix))), &repo).await;
+    let one = quiet_count(&reg) - before;
+
+    // Someone with write access to Redis replaces every shared value.
+    let attacker = tier(&redis.url(), &prefix);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let subject = fixture_descriptors().manifest.digest;
+    let list_key = format!("{repo}\0{subject}\0{NOTATION}");
+    let junk_list = br#"{"source":"api","manifests":[{"mediaType":"m","digest":"sha256:../../etc","size":1}]}"#;
+    attacker.put(SharedKind::Referrers, &list_key, junk_list, deadline).await;
+    let (manifest, envelope) = (&alone[1].0, &alone[2]);
+    attacker.put(SharedKind::Content, manifest, b"{\"schemaVersion\":2,\"layers\":[]}", deadline).await;
+    // The envelope's digest with one byte more than its size: oversize, never read whole.
+    let mut longer = envelope.1.clone();
+    longer.push(b'x');
+    attacker.put(SharedKind::Content, &envelope.0, &longer, deadline).await;
+    assert_eq!(attacker.counts().published, 3);
+
+    let victim = tier(&redis.url(), &prefix);
+    let before = quiet_count(&reg);
+    let got = verification_fetches(&client(&reg.host, Some(victim.clone())), &repo).await;
+    assert_eq!(got, alone, "the poisoned values were not used");
+    assert_eq!(victim.counts().poisoned, 3, "{:?}", victim.counts());
+    assert_eq!(quiet_count(&reg) - before, one, "each poisoned value was fetched from the registry again");
+    // The refetched values were published again: the next node hits.
+    let next = tier(&redis.url(), &prefix);
+    let before = quiet_count(&reg);
+    assert_eq!(verification_fetches(&client(&reg.host, Some(next.clone())), &repo).await, alone);
+    assert_eq!(quiet_count(&reg) - before, 0);
+    assert_eq!(next.counts().hits, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_mid_storm_changes_no_result_and_every_fetch_meets_its_deadline() {
+    let Some(mut redis) = Redis::start(None) else { return };
+    let (reg, repo) = signed_registry().await;
+    let alone = verification_fetches(&client(&reg.host, None), &repo).await;
+    let prefix = fresh_prefix();
+    let tiers: Vec<_> = (0..6).map(|_| tier(&redis.url(), &prefix)).collect();
+    let round = |tiers: &[Arc<ClusterTier>]| {
+        let runs: Vec<_> = tiers
+            .iter()
+            .map(|t| {
+                // A fresh client per round: no in-memory referrers cache hides the tier.
+                let (c, repo) = (client(&reg.host, Some(t.clone())), repo.clone());
+                tokio::spawn(async move { verification_fetches(&c, &repo).await })
+            })
+            .collect();
+        futures::future::join_all(runs)
+    };
+    for r in round(&tiers).await {
+        assert_eq!(r.expect("task"), alone);
+    }
+    // verification_fetches panics on any error, a deadline included: every
+    // round below completing is the "fallback within the deadline".
+    let storm = round(&tiers);
+    redis.kill();
+    for r in storm.await {
+        assert_eq!(r.expect("a fetch failed while Redis died"), alone);
+    }
+    for _ in 0..3 {
+        for r in round(&tiers).await {
+            assert_eq!(r.expect("a fetch failed with Redis dead"), alone);
+        }
+    }
+    for t in &tiers {
+        let c = t.counts();
+        assert!(c.fallbacks > 0 && c.breaker_opened == 1, "{c:?}");
+        assert!(t.breaker_open(), "a dead Redis is skipped, costing no timeout per fetch");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_whose_holder_died_delays_the_others_only_up_to_the_bound() {
+    let Some(redis) = Redis::start(None) else { return };
+    let (reg, repo) = signed_registry().await;
+    let alone = verification_fetches(&client(&reg.host, None), &repo).await;
+    let prefix = fresh_prefix();
+    let subject = fixture_descriptors().manifest.digest;
+    let list_key = format!("{repo}\0{subject}\0{NOTATION}");
+    {
+        // A node takes the referrers lease and dies before publishing.
+        let holder = tier(&redis.url(), &prefix);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let lease = holder.try_lease(SharedKind::Referrers, &list_key, deadline).await;
+        assert!(matches!(lease, pullgate_registry::shared::Lease::Taken(_)), "{lease:?}");
+    }
+    let waiter = tier(&redis.url(), &prefix);
+    let before = quiet_count(&reg);
+    assert_eq!(verification_fetches(&client(&reg.host, Some(waiter.clone())), &repo).await, alone);
+    let c = waiter.counts();
+    assert_eq!(c.waited_out, 1, "it waited for the dead holder, then fetched itself: {c:?}");
+    assert!(quiet_count(&reg) - before >= 1);
+    assert_eq!(c.fallbacks, 0, "Redis itself was fine");
+}
+
+/// A config directory verifying the fixture image with Notation, with `cluster` appended.
+fn agent_files(host: &str, cluster: &str) -> AgentFiles {
+    let uid = nix::unistd::getuid().as_raw();
+    let toml = pullgate_testkit::notation_config(host, &format!("allowedUids = [{uid}]"));
+    let files = AgentFiles::new(&format!("{toml}\n{cluster}"));
+    pullgate_testkit::install_notation_trust(&files.config_dir, "trustpolicy.json", "e2e");
+    files
+}
+
+fn cluster_table(url: &str, prefix: &str) -> String {
+    format!("[cluster]\nurl = \"{url}\"\nkeyPrefix = \"{prefix}\"\ntimeout = \"200ms\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_verdicts_are_the_same_with_shared_poisoned_dead_or_absent_redis() {
+    let Some(mut redis) = Redis::start(None) else { return };
+    let reg = Registry::start(RegistryOptions::default()).await;
+    let n = pullgate_tests::fixtures_dir().join("notation/oci-layouts");
+    reg.push_layout("signed", &n.join("e2e-valid-signature")).await;
+    reg.push_layout("unsigned", &n.join("e2e-unsigned")).await;
+    let image = fixture_descriptors().manifest;
+    let (signed, unsigned) = (format!("{}/signed:v1", reg.host), format!("{}/unsigned:v1", reg.host));
+    let prefix = fresh_prefix();
+    // The verdicts without any cluster tier: the signed image allowed, the unsigned one denied.
+    let verdicts = |agent: &pullgate_tests::Agent, when: &str| {
+        let (s, u) = (agent.verify(&signed, &image), agent.verify(&unsigned, &image));
+        assert_eq!((s.code, u.code), (Some(0), Some(1)), "{when}: {s:?} {u:?}");
+        s.line();
+        u.line();
+    };
+
+    let first = agent_files(&reg.host, &cluster_table(&redis.url(), &prefix)).start(&[]);
+    verdicts(&first, "Redis shared");
+    drop(first);
+
+    // Poison what the first agent shared, then ask a new agent.
+    let attacker = tier(&redis.url(), &prefix);
+    let c = client(&reg.host, None);
+    let repo = Repository { host: reg.host.clone(), path: "signed".into() };
+    for (digest, _) in verification_fetches(&c, &repo).await.into_iter().skip(1) {
+        attacker.put(SharedKind::Content, &digest, b"junk", Instant::now() + Duration::from_secs(5)).await;
+    }
+    let second = agent_files(&reg.host, &cluster_table(&redis.url(), &prefix)).start(&[]);
+    verdicts(&second, "Redis poisoned");
+    drop(second);
+
+    redis.kill();
+    let third = agent_files(&reg.host, &cluster_table(&redis.url(), &prefix)).start(&[]);
+    verdicts(&third, "Redis dead");
+    assert!(third.stderr().contains("cluster tier: Redis is failing"), "a WARN says so");
+}
+
+fn check_config(dir: &Path) -> (Option<i32>, String) {
+    let (code, out, err) = agent_command(&["check-config", dir.to_str().expect("UTF-8 path")]);
+    (code, format!("{out}{err}"))
+}
+
+#[test]
+fn check_config_reports_tls_and_auth_mistakes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = dir.path().join("redis-password");
+    std::fs::write(&pw, "s3cret\n").expect("password file");
+    let cases = [
+        ("url = \"redis://:s3cret@redis:6379\"", "cluster.url"),
+        ("url = \"rediss://redis:6380\"\nca = \"missing-ca.pem\"", "cluster.ca"),
+        ("url = \"rediss://redis:6380\"\nca = \"junk-ca.pem\"", "junk-ca.pem"),
+        ("url = \"redis://redis:6379\"\nca = \"junk-ca.pem\"", "cluster.ca"),
+        ("url = \"redis://redis\"\npasswordFile = \"redis-password\"", "cluster.passwordFile"),
+        ("url = \"redis://redis\"\npasswordFile = \"/nonexistent/redis-password\"", "cluster.passwordFile"),
+        ("url = \"redis://redis\"\nmode = \"sentinel\"", "cluster.masterName"),
+    ];
+    for (body, field) in cases {
+        let files = AgentFiles::new(&format!("[cluster]\n{body}\n"));
+        std::fs::write(files.config_dir.join("junk-ca.pem"), "not a certificate").expect("junk ca");
+        let (code, out) = check_config(&files.config_dir);
+        assert_eq!(code, Some(EXIT_CONFIG), "{body}: {out}");
+        assert!(out.contains(field), "{body}: expected {field} in {out}");
+        assert!(!out.contains("s3cret"), "the password was printed: {out}");
+    }
+    // The same with a readable password file and a real CA bundle is valid.
+    let files = AgentFiles::new(&format!(
+        "[cluster]\nurl = \"rediss://redis:6380\"\nca = \"redis-ca.pem\"\npasswordFile = \"{}\"\n",
+        pw.display()
+    ));
+    let ca = pullgate_tests::fixtures_dir().join("notation/truststore/x509/ca/e2e");
+    let cert = std::fs::read_dir(&ca).expect("fixture CA").next().expect("a cert").expect("entry").path();
+    std::fs::copy(cert, files.config_dir.join("redis-ca.pem")).expect("ca");
+    let (code, out) = check_config(&files.config_dir);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("s3cret"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_or_a_dead_redis_at_start_does_not_stop_the_agent() {
+    let Some(redis) = Redis::start(Some("right-password")) else { return };
+    let reg = Registry::start(RegistryOptions::default()).await;
+    let n = pullgate_tests::fixtures_dir().join("notation/oci-layouts");
+    reg.push_layout("signed", &n.join("e2e-valid-signature")).await;
+    let image = fixture_descriptors().manifest;
+    let signed = format!("{}/signed:v1", reg.host);
+    let secret = tempfile::tempdir().expect("tempdir");
+    let pw = secret.path().join("password");
+    std::fs::write(&pw, "wrong-password\n").expect("password");
+    let table = format!("{}passwordFile = \"{}\"\n", cluster_table(&redis.url(), &fresh_prefix()), pw.display());
+    let agent = agent_files(&reg.host, &table).start(&[]);
+    agent.verify(&signed, &image).allowed();
+    assert!(!agent.stderr().contains("wrong-password"), "the password was logged");
+    drop(agent);
+    // Nothing listens on the port of a closed listener.
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let agent = agent_files(&reg.host, &cluster_table(&format!("redis://127.0.0.1:{port}"), "dead")).start(&[]);
+    agent.verify(&signed, &image).allowed();
+}
