@@ -591,6 +591,8 @@ fn run(
             let opts = crate::coverage::Options { inputs, interval, events };
             tokio::spawn(crate::coverage::run(opts, engine.clone(), metrics.clone(), rx.clone()))
         });
+        let break_glass = metrics.break_glass().clone();
+        tokio::spawn(crate::breakglass::run(engine.clone(), Some(break_glass), rx.clone()));
         let signals = tokio::spawn(handle_signals(handlers, engine.clone(), tx));
         server::serve(listener, engine.clone(), opts, rx).await;
         engine.flush();

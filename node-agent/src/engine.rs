@@ -6,20 +6,20 @@
 //! report to the decision log and keeps counters for `status`.
 
 use crate::cache::{self, DecisionCache, Evaluation, Outcome};
-use crate::config::{self, Action, Combine, DefaultAction, Loaded, Mode, VerifierKind};
+use crate::config::{self, Action, DefaultAction, Loaded, Mode, VerifierKind};
 use crate::flight::Flights;
 use crate::report::{DecisionLog, IdGenerator, Peer, Report, Source, Step};
 use crate::verify;
 use pullgate_reference::{Digest, Reference};
 use pullgate_registry::auth::Keychain;
 use pullgate_wire::{
-    DecisionResponse, MAX_REASON_BYTES, PROTOCOL_VERSION, Response, StatusResponse, Verdict, VerifyRequest,
+    DecisionResponse, FailurePolicy, MAX_REASON_BYTES, PROTOCOL_VERSION, Response, StatusResponse, Verdict, VerifyRequest,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Longest time the agent spends on one request, whatever the client asks for.
 pub const MAX_REQUEST_DEADLINE: Duration = Duration::from_secs(60);
@@ -59,6 +59,7 @@ struct Counters {
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     sync_errors: AtomicU64,
+    break_glass: AtomicU64,
 }
 
 /// Decides on pulls. Cheap to share behind an `Arc`.
@@ -274,6 +275,7 @@ impl Engine {
             ("cacheMisses".to_string(), c.cache_misses.load(Ordering::Relaxed)),
             ("cacheEntries".to_string(), self.cache.len() as u64),
             ("syncErrors".to_string(), c.sync_errors.load(Ordering::Relaxed)),
+            ("breakGlass".to_string(), c.break_glass.load(Ordering::Relaxed)),
         ]);
         StatusResponse {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -362,76 +364,9 @@ impl Engine {
             return Response::Error { message: format!("{} (report {})", report.reason, report.id) };
         };
         let cfg = &loaded.config;
-
-        // Stages 2-4: allowlist, scope, verification. Answered from the cache
-        // when this generation already decided on this image; concurrent
-        // requests for the same key share one evaluation (single flight).
-        let budget = Duration::from_millis(req.deadline_ms).min(MAX_REQUEST_DEADLINE);
-        let normalized = reference.to_string();
-        let key = cache::key(&loaded.generation, &normalized, &req.digest);
-        let (evaluation, from_cache) = match self.cache.get(&key) {
-            Some(hit) => {
-                self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-                if let Some(m) = &self.metrics {
-                    m.cache_hit();
-                }
-                let origin = hit.origin.clone().unwrap_or_else(|| "-".into());
-                trace.step("cache", &format!("hit: first decided in report {origin}"));
-                (hit, true)
-            }
-            None => {
-                self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
-                if let Some(m) = &self.metrics {
-                    m.cache_miss();
-                }
-                trace.step("cache", "miss");
-                // Junk must end in a deny while the requester still waits: examine for at
-                // most 60 % of its remaining time (never under 500 ms), and never past EXAMINE_TIME.
-                let left = budget.saturating_sub(received.elapsed());
-                let examine_time = (left * 3 / 5).max(Duration::from_millis(500)).min(verify::EXAMINE_TIME);
-                let subject = verify::Subject {
-                    reference,
-                    digest,
-                    media_type: req.descriptor.media_type.clone(),
-                    size: req.descriptor.size,
-                    examine_time,
-                };
-                let (loaded2, cache, id) = (loaded.clone(), self.cache.clone(), report.id.clone());
-                // The shared verification has the agent's own budget, not the
-                // first requester's: a client with little time left neither cuts
-                // it short for the others nor leaves a deadline error cached.
-                let flight_deadline = tokio::time::Instant::now() + VERIFY_BUDGET;
-                let (flight, leader) = self.flights.join(&key, move |key| {
-                    Box::pin(async move {
-                        let work = evaluate(&loaded2, &registry, &subject, flight_deadline, received);
-                        let mut e = match tokio::time::timeout_at(flight_deadline, work).await {
-                            Ok(e) => e,
-                            Err(_) => {
-                                Evaluation::error(VerifyError::Deadline(VERIFY_BUDGET.as_millis() as u64).to_string())
-                            }
-                        };
-                        // Rego sees the typed outcome and may tighten (or override) it.
-                        crate::policy::apply(&loaded2.config, &subject, &mut e).await;
-                        e.origin = Some(id);
-                        let (stored, policy) = (e.clone(), loaded2.config.cache);
-                        // sled writes (and the rare eviction scan) stay off the async workers.
-                        let _ = tokio::task::spawn_blocking(move || cache.put(&key, &stored, &policy)).await;
-                        e
-                    })
-                });
-                if !leader {
-                    trace.step("single-flight", "joined a verification already in progress");
-                }
-                match tokio::time::timeout(budget, flight).await {
-                    Ok(e) => (e, false),
-                    Err(_) => {
-                        trace.step("verify", "deadline reached");
-                        let why = VerifyError::Deadline(budget.as_millis() as u64).to_string();
-                        (Evaluation::error(why), false)
-                    }
-                }
-            }
-        };
+        let failure_policy = cfg.failure_policy_for(&reference, &digest);
+        let (evaluation, from_cache) =
+            self.evaluation(&loaded, registry, req, reference, digest, &report.id, &mut trace).await;
         report.rule = evaluation.rule.clone();
         report.source = if from_cache { Source::Cache } else { evaluation.source };
         report.verification = evaluation.verification.clone();
@@ -439,10 +374,97 @@ impl Engine {
         if !from_cache {
             trace.steps.extend(evaluation.steps.iter().cloned());
         }
-        let outcome = evaluation.outcome;
+        let (verdict, reason) = self.failure_policy(failure_policy, evaluation.outcome, &mut report, &mut trace);
+        let (verdict, reason) = self.mode(cfg.mode, verdict, reason, &mut trace);
+        let (verdict, reason) = self.break_glass(cfg, verdict, reason, &mut report, &mut trace);
+        self.finish(report, trace, verdict, reason)
+    }
 
-        // Stage 5: failure policy for errors.
-        let (verdict, reason) = match outcome {
+    /// Stages 2-4: allowlist, scope, verification. Answered from the cache
+    /// when this generation already decided on this image; concurrent
+    /// requests for the same key share one evaluation (single flight).
+    /// Returns the evaluation and whether it came from the cache.
+    #[allow(clippy::too_many_arguments)]
+    async fn evaluation(
+        &self,
+        loaded: &Arc<Loaded>,
+        registry: pullgate_registry::Client,
+        req: &VerifyRequest,
+        reference: Reference,
+        digest: Digest,
+        report_id: &str,
+        trace: &mut Trace,
+    ) -> (Evaluation, bool) {
+        let received = trace.received;
+        let budget = Duration::from_millis(req.deadline_ms).min(MAX_REQUEST_DEADLINE);
+        let normalized = reference.to_string();
+        let key = cache::key(&loaded.generation, &normalized, &req.digest);
+        if let Some(hit) = self.cache.get(&key) {
+            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+            if let Some(m) = &self.metrics {
+                m.cache_hit();
+            }
+            let origin = hit.origin.clone().unwrap_or_else(|| "-".into());
+            trace.step("cache", &format!("hit: first decided in report {origin}"));
+            return (hit, true);
+        }
+        self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.cache_miss();
+        }
+        trace.step("cache", "miss");
+        // Junk must end in a deny while the requester still waits: examine for at
+        // most 60 % of its remaining time (never under 500 ms), and never past EXAMINE_TIME.
+        let left = budget.saturating_sub(received.elapsed());
+        let examine_time = (left * 3 / 5).max(Duration::from_millis(500)).min(verify::EXAMINE_TIME);
+        let subject = verify::Subject {
+            reference,
+            digest,
+            media_type: req.descriptor.media_type.clone(),
+            size: req.descriptor.size,
+            examine_time,
+        };
+        let (loaded2, cache, id) = (loaded.clone(), self.cache.clone(), report_id.to_string());
+        // The shared verification has the agent's own budget, not the
+        // first requester's: a client with little time left neither cuts
+        // it short for the others nor leaves a deadline error cached.
+        let flight_deadline = tokio::time::Instant::now() + VERIFY_BUDGET;
+        let (flight, leader) = self.flights.join(&key, move |key| {
+            Box::pin(async move {
+                let work = evaluate(&loaded2, &registry, &subject, flight_deadline, received);
+                let mut e = match tokio::time::timeout_at(flight_deadline, work).await {
+                    Ok(e) => e,
+                    Err(_) => Evaluation::error(VerifyError::Deadline(VERIFY_BUDGET.as_millis() as u64).to_string()),
+                };
+                e.origin = Some(id);
+                let (stored, policy) = (e.clone(), loaded2.config.cache);
+                // sled writes (and the rare eviction scan) stay off the async workers.
+                let _ = tokio::task::spawn_blocking(move || cache.put(&key, &stored, &policy)).await;
+                e
+            })
+        });
+        if !leader {
+            trace.step("single-flight", "joined a verification already in progress");
+        }
+        match tokio::time::timeout(budget, flight).await {
+            Ok(e) => (e, false),
+            Err(_) => {
+                trace.step("verify", "deadline reached");
+                let why = VerifyError::Deadline(budget.as_millis() as u64).to_string();
+                (Evaluation::error(why), false)
+            }
+        }
+    }
+
+    /// Stage 5: the failure policy in force for the image's scope answers errors.
+    fn failure_policy(
+        &self,
+        policy: FailurePolicy,
+        outcome: Outcome,
+        report: &mut Report,
+        trace: &mut Trace,
+    ) -> (Verdict, String) {
+        match outcome {
             Outcome::Allow(r) => {
                 report.outcome = "allow".into();
                 (Verdict::Allow, r)
@@ -454,16 +476,18 @@ impl Engine {
             Outcome::Error(e) => {
                 report.outcome = "error".into();
                 report.source = Source::FailurePolicy;
+                report.failure_policy = Some(policy.as_str().to_string());
                 self.counters.failure_policy.fetch_add(1, Ordering::Relaxed);
-                let v = cfg.failure_policy.verdict();
-                let r = format!("{e}; failure policy {}", cfg.failure_policy.as_str());
-                trace.step("failure-policy", &format!("{} ({})", v.past_tense(), cfg.failure_policy.as_str()));
-                (v, r)
+                let v = policy.verdict();
+                trace.step("failure-policy", &format!("{} ({})", v.past_tense(), policy.as_str()));
+                (v, format!("{e}; failure policy {}", policy.as_str()))
             }
-        };
+        }
+    }
 
-        // Stage 6: mode.
-        let (verdict, reason) = match (cfg.mode, verdict) {
+    /// Stage 6: audit mode allows what enforce would deny.
+    fn mode(&self, mode: Mode, verdict: Verdict, reason: String, trace: &mut Trace) -> (Verdict, String) {
+        match (mode, verdict) {
             (Mode::Audit, Verdict::Deny) => {
                 self.counters.audit_would_deny.fetch_add(1, Ordering::Relaxed);
                 trace.step("mode", "audit: allowed what enforce would deny");
@@ -473,8 +497,34 @@ impl Engine {
                 trace.step("mode", m.as_str());
                 (v, reason)
             }
+        }
+    }
+
+    /// Stage 7: an active break-glass allows everything, labelled. It comes
+    /// after the cache, so no cached value is ever a break-glass allow.
+    fn break_glass(
+        &self,
+        cfg: &config::Config,
+        verdict: Verdict,
+        reason: String,
+        report: &mut Report,
+        trace: &mut Trace,
+    ) -> (Verdict, String) {
+        let Some(bg) = cfg.break_glass.as_ref().filter(|b| b.active_at(SystemTime::now())) else {
+            return (verdict, reason);
         };
-        self.finish(report, trace, verdict, reason)
+        self.counters.break_glass.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.break_glass().decision();
+            m.break_glass().set_active(true);
+        }
+        report.source = Source::BreakGlass;
+        let policy = match verdict {
+            Verdict::Allow => "policy allows",
+            Verdict::Deny => "policy would deny",
+        };
+        trace.step("break-glass", &format!("allowed ({policy})"));
+        (Verdict::Allow, format!("{}: {policy}: {reason}", bg.label()))
     }
 
     fn finish(&self, mut report: Report, trace: Trace, verdict: Verdict, reason: String) -> Response {
@@ -535,10 +585,57 @@ async fn evaluate(
     deadline: tokio::time::Instant,
     received: Instant,
 ) -> Evaluation {
+    let mut typed = typed_rules(loaded, registry, subject, deadline, received).await;
+    // Rego sees the typed outcome and may tighten (or override) it.
+    crate::policy::apply(&loaded.config, subject, &mut typed).await;
+    typed
+}
+
+/// What the typed rules decide: allowlist, first matching scope, its action.
+async fn typed_rules(
+    loaded: &Loaded,
+    registry: &pullgate_registry::Client,
+    subject: &verify::Subject,
+    deadline: tokio::time::Instant,
+    received: Instant,
+) -> Evaluation {
     let cfg = &loaded.config;
     let mut trace = Trace { received, steps: Vec::new() };
     let (reference, digest) = (&subject.reference, &subject.digest);
-    let e = |outcome: Outcome, rule: String, source: Source, trace: Trace| Evaluation {
+    if let Some((i, p)) = cfg.allowlist.iter().enumerate().find(|(_, p)| p.matches(reference, digest)) {
+        trace.step("allowlist", &format!("matched allowlist[{i}] {p}"));
+        let rule = format!("allowlist[{i}] {p}");
+        return evaluated(Outcome::Allow(format!("allowlist entry {p}")), rule, Source::Allowlist, trace);
+    }
+    trace.step("allowlist", "no match");
+    let Some(scope) = cfg.scope_for(reference, digest) else {
+        trace.step("scope", "no scope matches; defaultAction applies");
+        let outcome = match cfg.default_action {
+            DefaultAction::Allow => Outcome::Allow("no scope matches; defaultAction allow".into()),
+            DefaultAction::Deny => Outcome::Deny("no scope matches this image; defaultAction deny".into()),
+        };
+        return evaluated(outcome, "defaultAction".into(), Source::Policy, trace);
+    };
+    let rule = format!("scope {}", scope.name);
+    trace.step("scope", &format!("matched scope {} ({})", scope.name, scope.action.kind()));
+    match &scope.action {
+        Action::Allow => {
+            evaluated(Outcome::Allow(format!("scope {} allows it", scope.name)), rule, Source::Policy, trace)
+        }
+        Action::Deny { reason } => {
+            let why = match reason {
+                Some(r) => format!("scope {}: {r}", scope.name),
+                None => format!("scope {} denies it", scope.name),
+            };
+            evaluated(Outcome::Deny(why), rule, Source::Policy, trace)
+        }
+        Action::Verify(req) => verify_scope(cfg, registry, scope, req, subject, deadline, trace).await,
+    }
+}
+
+/// An evaluation decided by `rule` without verification.
+fn evaluated(outcome: Outcome, rule: String, source: Source, trace: Trace) -> Evaluation {
+    Evaluation {
         outcome,
         rule: Some(rule),
         source,
@@ -546,63 +643,49 @@ async fn evaluate(
         origin: None,
         steps: trace.steps,
         policy: None,
-    };
-    if let Some((i, p)) = cfg.allowlist.iter().enumerate().find(|(_, p)| p.matches(reference, digest)) {
-        trace.step("allowlist", &format!("matched allowlist[{i}] {p}"));
-        return e(
-            Outcome::Allow(format!("allowlist entry {p}")),
-            format!("allowlist[{i}] {p}"),
-            Source::Allowlist,
-            trace,
-        );
     }
-    trace.step("allowlist", "no match");
-    let Some(scope) = cfg.scopes.iter().find(|s| s.images.iter().any(|p| p.matches(reference, digest))) else {
-        trace.step("scope", "no scope matches; defaultAction applies");
-        let outcome = match cfg.default_action {
-            DefaultAction::Allow => Outcome::Allow("no scope matches; defaultAction allow".into()),
-            DefaultAction::Deny => Outcome::Deny("no scope matches this image; defaultAction deny".into()),
-        };
-        return e(outcome, "defaultAction".into(), Source::Policy, trace);
-    };
-    let rule = format!("scope {}", scope.name);
-    trace.step("scope", &format!("matched scope {} ({})", scope.name, scope.action.kind()));
-    match &scope.action {
-        Action::Allow => e(Outcome::Allow(format!("scope {} allows it", scope.name)), rule, Source::Policy, trace),
-        Action::Deny { reason } => {
-            let why = match reason {
-                Some(r) => format!("scope {}: {r}", scope.name),
-                None => format!("scope {} denies it", scope.name),
-            };
-            e(Outcome::Deny(why), rule, Source::Policy, trace)
-        }
-        Action::Verify(req) => {
-            let combine = match req.combine() {
-                Combine::All => "all of",
-                Combine::Any => "any of",
-            };
-            trace.step("verify", &format!("scope {} requires {combine} [{}]", scope.name, kinds(req.verifiers())));
-            let (result, reason, runs) = verify::run_all(cfg, registry, req, subject, deadline).await;
-            for run in &runs {
-                trace.step(&format!("verify:{}", run.verifier), &format!("{}: {}", run.result, run.reason));
-            }
-            // Registry content shapes these reasons: each signature's summary
-            // and the whole are capped here, the full detail stays in `runs`.
-            let reason = crate::report::summarize(&format!("scope {}: {reason}", scope.name));
-            let outcome = match result {
-                verify::RunResult::Pass => Outcome::Allow(reason),
-                verify::RunResult::Fail => Outcome::Deny(reason),
-                verify::RunResult::Error => Outcome::Error(reason),
-            };
-            let mut ev = e(outcome, rule, Source::Verify, trace);
-            ev.verification = runs;
-            ev
-        }
+}
+
+/// A `verify` scope: its verifiers under its trust sets, on the manifests its
+/// `platforms` names.
+async fn verify_scope(
+    cfg: &config::Config,
+    registry: &pullgate_registry::Client,
+    scope: &config::Scope,
+    req: &config::Requirements,
+    subject: &verify::Subject,
+    deadline: tokio::time::Instant,
+    mut trace: Trace,
+) -> Evaluation {
+    let combine = req.combine().describe();
+    trace.step("verify", &format!("scope {} requires {combine} [{}]", scope.name, kinds(req.verifiers())));
+    let trust = cfg.trust_for(req);
+    let node = cfg.node_platform.clone().unwrap_or_else(crate::platform::Platform::node);
+    let (result, reason, runs) = crate::platform::verify(&trust, registry, req, subject, &node, deadline).await;
+    for run in &runs {
+        trace.step(&format!("verify:{}", run.verifier), &format!("{}: {}", run.result, run.reason));
     }
+    // Registry content shapes these reasons: each signature's summary
+    // and the whole are capped here, the full detail stays in `runs`.
+    let reason = crate::report::summarize(&format!("scope {}: {reason}", scope.name));
+    let outcome = match result {
+        verify::RunResult::Pass => Outcome::Allow(reason),
+        verify::RunResult::Fail => Outcome::Deny(reason),
+        verify::RunResult::Error => Outcome::Error(reason),
+    };
+    let mut ev = evaluated(outcome, format!("scope {}", scope.name), Source::Verify, trace);
+    ev.verification = runs;
+    ev
 }
 
 fn kinds(k: &[VerifierKind]) -> String {
     k.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+impl crate::breakglass::Current for Engine {
+    fn break_glass(&self) -> Option<crate::breakglass::BreakGlass> {
+        self.loaded()?.config.break_glass.clone()
+    }
 }
 
 /// Stage timings for a report.

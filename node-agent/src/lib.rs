@@ -12,10 +12,13 @@
 //! * [`policy`] — Rego policies (regorus): the input document, tighten/override, `policy test`;
 //! * [`server`] — the Unix socket: peers, framing, limits, drain;
 //! * [`verify`] — runs required verifiers against the registry;
+//! * [`platform`] — node platform, multi-platform indexes and which manifests a scope verifies;
+//! * [`breakglass`] — timed break-glass: validation, label, metrics, the per-minute warning;
 //! * [`sync`] — config sources: Kubernetes ConfigMaps and pull Secrets,
 //!   generations on disk, reload when a config directory changes;
 //! * [`cli`] — the commands behind the thin `main`.
 
+pub mod breakglass;
 pub mod cache;
 pub mod cli;
 pub mod client;
@@ -27,6 +30,7 @@ pub mod flight;
 pub mod inventory;
 pub mod metrics;
 pub mod oneshot;
+pub mod platform;
 pub mod policy;
 pub mod report;
 pub mod server;

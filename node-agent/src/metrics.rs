@@ -183,6 +183,7 @@ pub struct Metrics {
     unverified_images: Gauge,
     drift_images: Gauge,
     inventory_reports: Family<InventoryLabels, Counter>,
+    break_glass: crate::breakglass::BreakGlassMetrics,
 }
 
 impl Default for Metrics {
@@ -275,6 +276,8 @@ impl Metrics {
             "Images reported by the inventory, by kind (unverified, drift) and source (startup, event, generation)",
             inventory_reports.clone(),
         );
+        let break_glass = crate::breakglass::BreakGlassMetrics::default();
+        break_glass.register(&mut registry);
         // Series that exist from the start, so ratios and increases are defined at zero.
         for result in ["hit", "miss"] {
             cache_requests.get_or_create(&ResultLabels { result }).inc_by(0);
@@ -297,7 +300,13 @@ impl Metrics {
             unverified_images,
             drift_images,
             inventory_reports,
+            break_glass,
         }
+    }
+
+    /// The break-glass gauge and counter.
+    pub fn break_glass(&self) -> &crate::breakglass::BreakGlassMetrics {
+        &self.break_glass
     }
 
     /// Sets the inventory gauges.

@@ -106,6 +106,8 @@ pub enum Source {
     Cache,
     /// A Rego policy changed the typed outcome.
     Rego,
+    /// An active `breakGlass` allowed it, whatever the policy decided.
+    BreakGlass,
 }
 
 impl Source {
@@ -119,6 +121,7 @@ impl Source {
             Source::Input => "input",
             Source::Cache => "cache",
             Source::Rego => "rego",
+            Source::BreakGlass => "break-glass",
         }
     }
 }
@@ -258,6 +261,13 @@ pub struct VerifierRun {
     pub referrers: Option<String>,
     /// Every signature examined.
     pub signatures: Vec<SignatureReport>,
+    /// The manifest whose signatures this run examined, when it is not the
+    /// pulled digest itself (a platform manifest of a multi-platform index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// That manifest's platform (`linux/arm64/v8`), from the index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
 }
 
 /// One signature examined by a verifier.
@@ -281,6 +291,9 @@ pub struct SignatureReport {
     /// What the verifier established about the signature (the Rego input's view of it).
     #[serde(default, skip_serializing_if = "SignatureFacts::is_empty")]
     pub facts: SignatureFacts,
+    /// The trust set it verified under (`default` or a `[trust.NAME]`), when it verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_set: Option<String>,
 }
 
 /// What a verifier established about one signature: its format, who signed
@@ -353,7 +366,6 @@ pub fn unix_rfc3339(secs: i64) -> Option<String> {
     let t = UNIX_EPOCH.checked_add(std::time::Duration::from_secs(u64::try_from(secs).ok()?))?;
     Some(humantime::format_rfc3339_seconds(t).to_string())
 }
-
 
 /// One check of one signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -584,7 +596,6 @@ fn render_policy(p: &crate::policy::PolicyReport) -> String {
     s
 }
 
-
 /// RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
@@ -674,6 +685,7 @@ mod tests {
             verified: false,
             checks: vec![check; 8],
             facts: SignatureFacts::default(),
+            trust_set: None,
         };
         r.verification.push(VerifierRun {
             verifier: "notation".into(),
@@ -682,6 +694,8 @@ mod tests {
             registry: None,
             referrers: None,
             signatures: vec![sig; 50],
+            subject: None,
+            platform: None,
         });
         r.bound();
         let n = serde_json::to_vec(&r).unwrap().len();

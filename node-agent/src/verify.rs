@@ -11,7 +11,7 @@
 //! whose exhaustion is a deny. Every signature examined is recorded for the
 //! report.
 
-use crate::config::{Combine, Config, NotationTrust, Requirements, SigstoreTrust, VerifierKind};
+use crate::config::{Combine, DEFAULT_TRUST, NotationTrust, Requirements, ScopeTrust, SigstoreTrust, VerifierKind};
 use crate::report::{CheckReport, SignatureFacts, SignatureReport, VerifierRun};
 use pullgate_notation::StoreType;
 use pullgate_reference::{Digest, Reference};
@@ -93,7 +93,7 @@ const MAX_FAILURES_QUOTED: usize = 3;
 /// (no valid signature: deny), not an error: anyone able to push can fill a
 /// repository with junk, and a fail-open node must not allow because of it.
 pub struct Budget {
-    until: Instant,
+    pub(crate) until: Instant,
     bytes_left: u64,
     examined: usize,
     exhausted: Option<String>,
@@ -110,8 +110,13 @@ impl Budget {
         Budget { until: (Instant::now() + time).min(deadline), bytes_left: bytes, examined: 0, exhausted: None }
     }
 
+    /// When the budget's time ends.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.until
+    }
+
     /// True when `size` more bytes may be fetched now (and charges them).
-    fn allow(&mut self, size: u64) -> bool {
+    pub(crate) fn allow(&mut self, size: u64) -> bool {
         if self.exhausted.is_some() {
             return false;
         }
@@ -134,37 +139,52 @@ impl Budget {
     }
 
     /// `budget exhausted after N candidates (…)`, once it ran out.
-    fn summary(&self) -> Option<String> {
+    pub(crate) fn summary(&self) -> Option<String> {
         self.exhausted.as_ref().map(|why| format!("budget exhausted after {} candidates ({why})", self.examined))
     }
 }
 
 /// Runs every required verifier and combines them; returns the combined
 /// result, its reason and each run for the report. The verifiers share one
-/// [`Budget`].
+/// [`Budget`]; each verifies under the scope's trust sets `trust` only.
 pub async fn run_all(
-    cfg: &Config,
+    trust: &[ScopeTrust<'_>],
     client: &Client,
     requirements: &Requirements,
     subject: &Subject,
     deadline: Instant,
 ) -> (RunResult, String, Vec<VerifierRun>) {
     let mut budget = Budget::with_limits(deadline, subject.examine_time.min(EXAMINE_TIME), EXAMINE_BYTES);
+    run_with_budget(trust, client, requirements, subject, &mut budget).await
+}
+
+/// [`run_all`] within a budget the caller owns (one budget for every
+/// manifest of a multi-platform image).
+pub async fn run_with_budget(
+    trust: &[ScopeTrust<'_>],
+    client: &Client,
+    requirements: &Requirements,
+    subject: &Subject,
+    budget: &mut Budget,
+) -> (RunResult, String, Vec<VerifierRun>) {
+    let min = requirements.min_signatures();
+    let needed = requirements.combine().needed(requirements.verifiers().len());
+    let notation_sets: Vec<(&str, &NotationTrust)> =
+        trust.iter().filter_map(|t| t.notation.map(|n| (t.name, n))).collect();
+    let sigstore_sets: Vec<(&str, &SigstoreTrust)> =
+        trust.iter().filter_map(|t| t.sigstore.map(|n| (t.name, n))).collect();
     let mut runs = Vec::new();
     for kind in requirements.verifiers() {
         let run = match kind {
-            VerifierKind::Notation => match &cfg.notation {
-                Some(trust) => notation(client, trust, subject, &mut budget).await,
-                None => error_run(*kind, "no [notation] trust policy is configured".into()),
-            },
-            VerifierKind::Cosign => match &cfg.sigstore {
-                Some(trust) => cosign(client, trust, subject, &mut budget).await,
-                None => error_run(*kind, "no [sigstore] trust is configured".into()),
-            },
-            VerifierKind::Sigstore => match &cfg.sigstore {
-                Some(trust) => bundles(client, trust, subject, &mut budget).await,
-                None => error_run(*kind, "no [sigstore] trust is configured".into()),
-            },
+            VerifierKind::Notation if notation_sets.is_empty() => {
+                error_run(*kind, "none of the scope's trust sets has a Notation trust policy".into())
+            }
+            VerifierKind::Notation => notation(client, &notation_sets, min, subject, budget).await,
+            VerifierKind::Cosign | VerifierKind::Sigstore if sigstore_sets.is_empty() => {
+                error_run(*kind, "none of the scope's trust sets has Sigstore trust".into())
+            }
+            VerifierKind::Cosign => cosign(client, &sigstore_sets, min, subject, budget).await,
+            VerifierKind::Sigstore => bundles(client, &sigstore_sets, min, subject, budget).await,
             other => error_run(*other, "this agent cannot run it yet".into()),
         };
         let result = match run.result.as_str() {
@@ -173,37 +193,39 @@ pub async fn run_all(
             _ => RunResult::Error,
         };
         runs.push((result, run));
-        // With `any`, one pass is enough: skip the registry work of the rest.
-        if requirements.combine() == Combine::Any && result == RunResult::Pass {
+        // Once enough have passed, skip the registry work of the rest.
+        if runs.iter().filter(|(r, _)| *r == RunResult::Pass).count() >= needed {
             break;
         }
     }
-    let (result, reason) = combine(requirements.combine(), &runs);
+    let (result, reason) = combine(requirements.combine(), requirements.verifiers().len(), &runs);
     (result, reason, runs.into_iter().map(|(_, r)| r).collect())
 }
 
-fn combine(how: Combine, runs: &[(RunResult, VerifierRun)]) -> (RunResult, String) {
-    let pick = |r: RunResult| runs.iter().find(|(res, _)| *res == r).map(|(_, run)| run);
+/// Combines the runs of `required` verifiers: enough passes is a pass; a
+/// shortfall errors could still fill is an error (for the failure policy);
+/// anything else fails.
+fn combine(how: Combine, required: usize, runs: &[(RunResult, VerifierRun)]) -> (RunResult, String) {
+    let needed = how.needed(required);
+    let count = |r: RunResult| runs.iter().filter(|(res, _)| *res == r).count();
     let describe = |run: &VerifierRun| format!("{}: {}", run.verifier, run.reason);
-    let all = || runs.iter().map(|(_, r)| describe(r)).collect::<Vec<String>>().join("; ");
-    match how {
-        Combine::All => {
-            if let Some(f) = pick(RunResult::Fail) {
-                (RunResult::Fail, describe(f))
-            } else if let Some(e) = pick(RunResult::Error) {
-                (RunResult::Error, describe(e))
-            } else {
-                (RunResult::Pass, all())
-            }
-        }
-        Combine::Any => {
-            if let Some(p) = pick(RunResult::Pass) {
-                (RunResult::Pass, describe(p))
-            } else if let Some(e) = pick(RunResult::Error) {
-                (RunResult::Error, describe(e))
-            } else {
-                (RunResult::Fail, format!("none passed: {}", all()))
-            }
+    let of = |r: RunResult| runs.iter().filter(|(res, _)| *res == r).map(|(_, run)| describe(run)).collect::<Vec<_>>();
+    let (passed, errors) = (count(RunResult::Pass), count(RunResult::Error));
+    let counted = |list: Vec<String>| match how {
+        Combine::AtLeast(n) => format!("{} of {required} passed, {n} needed: {}", passed, list.join("; ")),
+        _ => list.join("; "),
+    };
+    if passed >= needed {
+        (RunResult::Pass, counted(of(RunResult::Pass)))
+    } else if passed + errors >= needed && errors > 0 {
+        (RunResult::Error, counted(of(RunResult::Error)))
+    } else if how == Combine::All {
+        (RunResult::Fail, of(RunResult::Fail).into_iter().next().unwrap_or_default())
+    } else {
+        let all: Vec<String> = runs.iter().map(|(_, r)| describe(r)).collect();
+        match how {
+            Combine::Any => (RunResult::Fail, format!("none passed: {}", all.join("; "))),
+            _ => (RunResult::Fail, counted(all)),
         }
     }
 }
@@ -216,6 +238,8 @@ fn error_run(kind: VerifierKind, reason: String) -> VerifierRun {
         registry: None,
         referrers: None,
         signatures: Vec::new(),
+        subject: None,
+        platform: None,
     }
 }
 
@@ -241,6 +265,7 @@ impl Ignored {
                 verified: false,
                 checks: vec![CheckReport { check: "list".into(), status: "ignored".into(), reason: n.clone() }],
                 facts: Default::default(),
+                trust_set: None,
             });
         }
         i
@@ -432,44 +457,55 @@ struct NotationCandidate {
 
 /// Notation: referrers of artifact type `application/vnd.cncf.notary.signature`,
 /// examined in an order junk cannot bias — signatures whose thumbprint
-/// annotation names a trusted certificate first, then those without one,
-/// then those naming only untrusted ones; within each, smallest first with a
-/// random tie-break — until one satisfies the trust policy or the budget
-/// runs out.
-async fn notation(client: &Client, trust: &NotationTrust, subject: &Subject, budget: &mut Budget) -> VerifierRun {
+/// annotation names a certificate trusted by one of the scope's sets first,
+/// then those without one, then those naming only untrusted ones; within
+/// each, smallest first with a random tie-break — until `min` distinct
+/// signers satisfy the trust policy of one of the sets, or the budget runs out.
+pub(crate) async fn notation(
+    client: &Client,
+    sets: &[(&str, &NotationTrust)],
+    min: usize,
+    subject: &Subject,
+    budget: &mut Budget,
+) -> VerifierRun {
     let repo = Repository::of(&subject.reference);
     let digest = subject.digest.to_string();
-    let run = new_run(VerifierKind::Notation, &repo);
+    let mut run = new_run(VerifierKind::Notation, &repo);
     if budget.exhausted.is_some() {
         return spent_run(run, budget);
     }
-    let trusted = trusted_thumbprints(trust, &repo.to_string());
+    // The sets whose trust policy applies to this repository.
+    let mut applicable = Vec::new();
+    let mut not_applicable = Vec::new();
+    for (name, trust) in sets {
+        match trust.policy.applicable_policy(&repo.to_string()) {
+            Ok(p) => applicable.push((*name, *trust, p)),
+            Err(e) if *name == DEFAULT_TRUST => not_applicable.push(e.to_string()),
+            Err(e) => not_applicable.push(format!("trust set {name}: {e}")),
+        }
+    }
+    if applicable.is_empty() {
+        run.result = RunResult::Fail.as_str().into();
+        run.reason = not_applicable.join("; ");
+        return run;
+    }
+    if let Some((name, _, p)) = applicable.iter().find(|(_, _, p)| p.level() == pullgate_notation::VerificationLevel::Skip) {
+        run.result = RunResult::Pass.as_str().into();
+        let set = if *name == DEFAULT_TRUST { String::new() } else { format!(" (trust set {name})") };
+        run.reason =
+            format!("trust policy {:?}{set}: trust policy {:?} has level skip: signatures are not verified", p.name(), p.name());
+        return run;
+    }
+    let trusted: HashSet<String> =
+        applicable.iter().flat_map(|(_, t, _)| trusted_thumbprints(t, &repo.to_string())).collect();
     let prefer = |d: &Descriptor| thumbprint_group(d, &trusted) == 0;
     let listed = client.referrers_preferring(&repo, &digest, Some(NOTATION_ARTIFACT_TYPE), &prefer, budget.until).await;
     let referrers = match listed {
         Ok(r) => r,
         Err(e) => return registry_failure(run, "listing signatures".into(), &e),
     };
-    let mut run = run;
     run.referrers = Some(source_name(referrers.source));
     let mut ignored = Ignored::new(&referrers.notes);
-    let policy = match trust.policy.applicable_policy(&repo.to_string()) {
-        Ok(p) => p,
-        Err(e) => {
-            run.result = RunResult::Fail.as_str().into();
-            run.reason = e.to_string();
-            return run;
-        }
-    };
-    if policy.level() == pullgate_notation::VerificationLevel::Skip {
-        run.result = RunResult::Pass.as_str().into();
-        run.reason = format!(
-            "trust policy {:?}: trust policy {:?} has level skip: signatures are not verified",
-            policy.name(),
-            policy.name()
-        );
-        return run;
-    }
     let state = RandomState::new();
     let mut groups: [Vec<&Descriptor>; 3] = Default::default();
     for d in &referrers.descriptors {
@@ -479,22 +515,84 @@ async fn notation(client: &Client, trust: &NotationTrust, subject: &Subject, bud
             groups[thumbprint_group(d, &trusted)].push(d);
         }
     }
-    let mut tried = Vec::new();
+    let usable: Vec<(&str, &NotationTrust)> = applicable.iter().map(|(n, t, _)| (*n, *t)).collect();
+    let mut tally = Tally::new(min);
     for mut group in groups {
         group.sort_by_key(|d| (d.size, shuffle_key(&state, &d.digest)));
-        match notation_group(client, trust, subject, &group, &state, budget, &mut ignored, &mut tried).await {
-            Ok(true) => break,
-            Ok(false) => {}
+        let exam = Exam { client, subject, state: &state };
+        match notation_group(&exam, &usable, &group, budget, &mut ignored, &mut tally).await {
+            Ok(()) if tally.enough() => break,
+            Ok(()) => {}
             Err((what, e)) => return registry_failure(run, what, &e),
         }
         if budget.exhausted.is_some() {
             break;
         }
     }
-    notation_verdict(&mut run, policy.name(), &tried, &ignored, budget, referrers.descriptors.is_empty(), subject);
-    list_tried(&mut run, tried.into_iter().map(|(r, _)| r).collect());
+    let policy = applicable[0].2.name();
+    notation_verdict(&mut run, policy, &tally, &ignored, budget, referrers.descriptors.is_empty(), subject);
+    list_tried(&mut run, tally.tried.into_iter().map(|(r, _)| r).collect());
     ignored.finish(&mut run, budget);
     run
+}
+
+/// The parts of a verifier run every candidate examination needs.
+struct Exam<'a> {
+    client: &'a Client,
+    subject: &'a Subject,
+    state: &'a RandomState,
+}
+
+/// What one verifier run examined: every signature tried (report and
+/// one-line summary) and the distinct signers among those that verified.
+struct Tally {
+    tried: Vec<(SignatureReport, String)>,
+    signers: Vec<String>,
+    needed: usize,
+}
+
+impl Tally {
+    fn new(needed: usize) -> Tally {
+        Tally { tried: Vec::new(), signers: Vec::new(), needed: needed.max(1) }
+    }
+
+    /// True once `needed` distinct signers verified.
+    fn enough(&self) -> bool {
+        self.signers.len() >= self.needed
+    }
+
+    /// Records a signature examined. A verified one counts only when its
+    /// signer (`signer`: a key id, an identity or a certificate subject) is
+    /// new; a repeat is recorded as not counted, so copies of one signer's
+    /// signatures never make up `minSignatures`.
+    fn record(&mut self, mut report: SignatureReport, summary: String, signer: Option<String>) {
+        if report.verified {
+            let signer = signer.unwrap_or_else(|| "an unnamed signer".into());
+            if self.signers.contains(&signer) {
+                report.verified = false;
+                report.checks.push(CheckReport {
+                    check: "signer".into(),
+                    status: "duplicate".into(),
+                    reason: format!("{signer} is already counted; minSignatures counts distinct signers"),
+                });
+            } else {
+                self.signers.push(signer);
+            }
+        }
+        self.tried.push((report, summary));
+    }
+
+    /// `; only K of N distinct signers verified (…)` when some but not enough verified.
+    fn shortfall(&self) -> Option<String> {
+        (!self.signers.is_empty() && !self.enough()).then(|| {
+            format!(
+                "only {} of {} distinct signers required verified ({})",
+                self.signers.len(),
+                self.needed,
+                self.signers.join(", ")
+            )
+        })
+    }
 }
 
 /// Appends the signatures examined to the report: the one that verified and
@@ -521,19 +619,17 @@ fn list_tried(run: &mut VerifierRun, tried: Vec<SignatureReport>) {
 }
 
 /// Examines one group of signature manifests: fetches the manifests, then
-/// the envelopes smallest first, verifying each until one verifies.
-/// `Ok(true)` when one did.
-#[allow(clippy::too_many_arguments)]
+/// the envelopes smallest first, verifying each under the trust sets `sets`
+/// (the first that admits it wins) until the tally has enough signers.
 async fn notation_group(
-    client: &Client,
-    trust: &NotationTrust,
-    subject: &Subject,
+    exam: &Exam<'_>,
+    sets: &[(&str, &NotationTrust)],
     group: &[&Descriptor],
-    state: &RandomState,
     budget: &mut Budget,
     ignored: &mut Ignored,
-    tried: &mut Vec<(SignatureReport, String)>,
-) -> Result<bool, (String, pullgate_registry::RegistryError)> {
+    tally: &mut Tally,
+) -> Result<(), (String, pullgate_registry::RegistryError)> {
+    let (client, subject) = (exam.client, exam.subject);
     let repo = Repository::of(&subject.reference);
     let digest = subject.digest.to_string();
     let mut candidates = Vec::new();
@@ -555,7 +651,7 @@ async fn notation_group(
         };
         let envelope_type = [pullgate_notation::MEDIA_TYPE_JWS, pullgate_notation::MEDIA_TYPE_COSE]
             .contains(&layer.media_type.as_str());
-        let rank = (!envelope_type, layer.size, shuffle_key(state, &layer.digest));
+        let rank = (!envelope_type, layer.size, shuffle_key(exam.state, &layer.digest));
         candidates.push(NotationCandidate { manifest, layer: layer.clone(), rank });
     }
     candidates.sort_by_key(|c| c.rank);
@@ -573,23 +669,42 @@ async fn notation_group(
             Step::Stop => break,
             Step::Fail(what, e) => return Err((what, e)),
         };
-        let outcome = pullgate_notation::verify(
-            &sd,
-            &repo.to_string(),
-            &c.layer.media_type,
-            &bytes,
-            &trust.policy,
-            &trust.store,
-            SystemTime::now(),
-        );
-        tried.push((notation_report(m, &c.layer.media_type, &outcome), outcome.summary()));
+        let (set, outcome) = first_admitting(sets, |t| {
+            let now = SystemTime::now();
+            pullgate_notation::verify(&sd, &repo.to_string(), &c.layer.media_type, &bytes, &t.policy, &t.store, now)
+        }, |o| o.verified);
+        let mut report = notation_report(m, &c.layer.media_type, &outcome);
+        report.trust_set = outcome.verified.then(|| set.to_string());
+        let signer = outcome.signer_subject.as_ref().map(|s| format!("certificate {s}"));
+        tally.record(report, outcome.summary(), signer);
         if outcome.verified {
             client.keep(m, &c.manifest.bytes);
             client.keep(&c.layer.digest, &bytes);
-            return Ok(true);
+            if tally.enough() {
+                return Ok(());
+            }
         }
     }
-    Ok(false)
+    Ok(())
+}
+
+/// Verifies under each trust set in order and returns the first set that
+/// admits the signature with its outcome, or the first set's outcome when
+/// none does. `sets` is never empty.
+fn first_admitting<'s, T: Copy, O>(
+    sets: &[(&'s str, T)],
+    verify: impl Fn(T) -> O,
+    admitted: impl Fn(&O) -> bool,
+) -> (&'s str, O) {
+    let mut first = None;
+    for (name, t) in sets {
+        let o = verify(*t);
+        if admitted(&o) {
+            return (name, o);
+        }
+        first.get_or_insert((*name, o));
+    }
+    first.expect("a verifier runs only with at least one trust set")
 }
 
 fn notation_report(manifest: &str, media_type: &str, sig: &pullgate_notation::SignatureOutcome) -> SignatureReport {
@@ -615,6 +730,7 @@ fn notation_report(manifest: &str, media_type: &str, sig: &pullgate_notation::Si
             chain_subjects: sig.signer_subject.iter().cloned().collect(),
             ..SignatureFacts::default()
         },
+        trust_set: None,
     }
 }
 
@@ -623,21 +739,34 @@ fn notation_report(manifest: &str, media_type: &str, sig: &pullgate_notation::Si
 fn notation_verdict(
     run: &mut VerifierRun,
     policy: &str,
-    tried: &[(SignatureReport, String)],
+    tally: &Tally,
     ignored: &Ignored,
     budget: &Budget,
     none_listed: bool,
     subject: &Subject,
 ) {
     let repo = Repository::of(&subject.reference);
+    let tried = &tally.tried;
     let n = tried.len();
-    if let Some(i) = tried.iter().position(|(r, _)| r.verified) {
+    if tally.enough() {
         run.result = RunResult::Pass.as_str().into();
-        run.reason = format!("trust policy {policy:?}: signature #{} of {n} examined: {}", i + 1, tried[i].1);
+        let ok: Vec<String> = tried
+            .iter()
+            .enumerate()
+            .filter(|(_, (r, _))| r.verified)
+            .map(|(i, (r, s))| match &r.trust_set {
+                Some(t) if t != DEFAULT_TRUST => format!("signature #{} of {n} examined (trust set {t}): {s}", i + 1),
+                _ => format!("signature #{} of {n} examined: {s}", i + 1),
+            })
+            .collect();
+        let policy = tried.iter().find_map(|(r, _)| r.verified.then(|| r.policy.clone()).flatten());
+        run.reason = format!("trust policy {:?}: {}", policy.as_deref().unwrap_or("?"), ok.join("; "));
         return;
     }
     run.result = RunResult::Fail.as_str().into();
-    let mut reason = if none_listed {
+    let mut reason = if let Some(short) = tally.shortfall() {
+        format!("trust policy {policy:?}: {short}")
+    } else if none_listed {
         format!("no Notation signature found for {} in {repo}", subject.digest)
     } else if n == 0 {
         format!("no usable Notation signature for {} in {repo}", subject.digest)
@@ -676,6 +805,8 @@ fn new_run(kind: VerifierKind, repo: &Repository) -> VerifierRun {
         registry: Some(repo.host.clone()),
         referrers: None,
         signatures: Vec::new(),
+        subject: None,
+        platform: None,
     }
 }
 
@@ -711,6 +842,7 @@ fn sigstore_report(
         verified: o.verified,
         checks,
         facts: sigstore_facts(format, o),
+        trust_set: None,
     }
 }
 
@@ -744,23 +876,30 @@ fn skippable(e: &pullgate_registry::RegistryError) -> bool {
 }
 
 /// One-line verdict over the signatures a Sigstore verifier examined.
-fn sigstore_verdict(
-    run: &mut VerifierRun,
-    kind: &str,
-    tried: &[SignatureReport],
-    ignored: &Ignored,
-    budget: &Budget,
-    subject: &Subject,
-) {
+fn sigstore_verdict(run: &mut VerifierRun, kind: &str, tally: &Tally, ignored: &Ignored, budget: &Budget, subject: &Subject) {
     let repo = Repository::of(&subject.reference);
-    if let Some(ok) = tried.iter().find(|s| s.verified) {
+    let tried: Vec<&SignatureReport> = tally.tried.iter().map(|(r, _)| r).collect();
+    if tally.enough() {
         run.result = RunResult::Pass.as_str().into();
-        run.reason = format!("{kind} by {} verified", ok.signer.as_deref().unwrap_or("a trusted signer"));
+        let by: Vec<String> = tried
+            .iter()
+            .filter(|s| s.verified)
+            .map(|s| {
+                let who = s.signer.as_deref().unwrap_or("a trusted signer");
+                match s.trust_set.as_deref() {
+                    Some(t) if t != DEFAULT_TRUST => format!("{who} (trust set {t})"),
+                    _ => who.to_string(),
+                }
+            })
+            .collect();
+        run.reason = format!("{kind} by {} verified", by.join(", "));
         return;
     }
     run.result = RunResult::Fail.as_str().into();
     let skipped = ignored.count();
-    let mut reason = if tried.is_empty() && skipped == 0 {
+    let mut reason = if let Some(short) = tally.shortfall() {
+        format!("{kind}: {short}")
+    } else if tried.is_empty() && skipped == 0 {
         format!("no {kind} found for {} in {repo}", subject.digest)
     } else if tried.is_empty() {
         format!("no usable {kind} for {} in {repo}", subject.digest)
@@ -781,6 +920,15 @@ fn sigstore_verdict(
     run.reason = reason;
 }
 
+/// The distinct-signer key of a verified Sigstore signature: the key id
+/// for key-based signing, issuer and identity for keyless.
+fn sigstore_signer(o: &pullgate_sigstore::Outcome) -> Option<String> {
+    o.signer.as_ref().map(|s| match s {
+        pullgate_sigstore::Signer::Key { key_id, .. } => format!("key sha256:{key_id}"),
+        pullgate_sigstore::Signer::Certificate { subject, issuer } => format!("{subject} (issuer {issuer})"),
+    })
+}
+
 /// A cosign signature layer found in a signature manifest.
 struct CosignCandidate {
     manifest: String,
@@ -792,8 +940,15 @@ struct CosignCandidate {
 /// manifests attached as referrers; every layer is a simple-signing payload
 /// with its signature, certificate and Rekor bundle in annotations. Layers
 /// are examined simple-signing-with-signature first, smallest first with a
-/// random tie-break, until one verifies or the budget runs out.
-async fn cosign(client: &Client, trust: &SigstoreTrust, subject: &Subject, budget: &mut Budget) -> VerifierRun {
+/// random tie-break, until `min` distinct signers verified under one of the
+/// trust sets `sets`, or the budget runs out.
+pub(crate) async fn cosign(
+    client: &Client,
+    sets: &[(&str, &SigstoreTrust)],
+    min: usize,
+    subject: &Subject,
+    budget: &mut Budget,
+) -> VerifierRun {
     let repo = Repository::of(&subject.reference);
     let digest = subject.digest.to_string();
     let mut run = new_run(VerifierKind::Cosign, &repo);
@@ -811,7 +966,7 @@ async fn cosign(client: &Client, trust: &SigstoreTrust, subject: &Subject, budge
             c.layer.media_type == simple && c.layer.annotations.contains_key(pullgate_sigstore::ANNOTATION_SIGNATURE);
         (!signed, c.layer.size, shuffle_key(&state, &c.layer.digest))
     });
-    let mut tried = Vec::new();
+    let mut tally = Tally::new(min);
     let limit = pullgate_sigstore::MAX_PAYLOAD_BYTES as u64;
     for c in candidates {
         let payload = match candidate_blob(client, &repo, &c.manifest, &c.layer, limit, budget, &mut ignored).await {
@@ -825,18 +980,25 @@ async fn cosign(client: &Client, trust: &SigstoreTrust, subject: &Subject, budge
             payload: &payload,
             annotations: &c.layer.annotations,
         };
-        let outcome = pullgate_sigstore::verify_cosign_signature(&digest, &cl, &trust.cosign, SystemTime::now());
-        tried.push(sigstore_report(&c.manifest, &c.layer.media_type, &outcome, "cosign"));
+        let verify = |t: &SigstoreTrust| {
+            pullgate_sigstore::verify_cosign_signature(&digest, &cl, &t.cosign, SystemTime::now())
+        };
+        let (set, outcome) = first_admitting(sets, verify, |o| o.verified);
+        let mut report = sigstore_report(&c.manifest, &c.layer.media_type, &outcome, "cosign");
+        report.trust_set = outcome.verified.then(|| set.to_string());
+        tally.record(report, String::new(), sigstore_signer(&outcome));
         if outcome.verified {
             if let Some(bytes) = &c.manifest_bytes {
                 client.keep(&c.manifest, bytes);
             }
             client.keep(&c.layer.digest, &payload);
-            break;
+            if tally.enough() {
+                break;
+            }
         }
     }
-    sigstore_verdict(&mut run, "cosign signature", &tried, &ignored, budget, subject);
-    list_tried(&mut run, tried);
+    sigstore_verdict(&mut run, "cosign signature", &tally, &ignored, budget, subject);
+    list_tried(&mut run, tally.tried.into_iter().map(|(r, _)| r).collect());
     ignored.finish(&mut run, budget);
     run
 }
@@ -900,8 +1062,15 @@ struct BundleCandidate {
 
 /// Sigstore bundles (cosign v3 signatures and attestations, GitHub artifact
 /// attestations) attached as referrers; the bundle must bind the pulled
-/// digest. Bundles are examined smallest first with a random tie-break.
-async fn bundles(client: &Client, trust: &SigstoreTrust, subject: &Subject, budget: &mut Budget) -> VerifierRun {
+/// digest. Bundles are examined smallest first with a random tie-break,
+/// until `min` distinct signers verified under one of the trust sets `sets`.
+async fn bundles(
+    client: &Client,
+    sets: &[(&str, &SigstoreTrust)],
+    min: usize,
+    subject: &Subject,
+    budget: &mut Budget,
+) -> VerifierRun {
     let repo = Repository::of(&subject.reference);
     let digest = subject.digest.to_string();
     let mut run = new_run(VerifierKind::Sigstore, &repo);
@@ -931,7 +1100,7 @@ async fn bundles(client: &Client, trust: &SigstoreTrust, subject: &Subject, budg
         }
     }
     candidates.sort_by_key(|c| (c.layer.size, shuffle_key(&state, &c.layer.digest)));
-    let mut tried = Vec::new();
+    let mut tally = Tally::new(min);
     let limit = pullgate_sigstore::MAX_BUNDLE_BYTES as u64;
     for c in candidates {
         let m = &c.manifest.digest;
@@ -942,16 +1111,21 @@ async fn bundles(client: &Client, trust: &SigstoreTrust, subject: &Subject, budg
             Step::Fail(what, e) => return registry_failure(run, what, &e),
         };
         let artifact = pullgate_sigstore::Artifact::Digest(&digest);
-        let outcome = pullgate_sigstore::verify_bundle(&bytes, artifact, &trust.bundle, SystemTime::now());
-        tried.push(sigstore_report(m, &c.layer.media_type, &outcome, "sigstore-bundle"));
+        let verify = |t: &SigstoreTrust| pullgate_sigstore::verify_bundle(&bytes, artifact, &t.bundle, SystemTime::now());
+        let (set, outcome) = first_admitting(sets, verify, |o| o.verified);
+        let mut report = sigstore_report(m, &c.layer.media_type, &outcome, "sigstore-bundle");
+        report.trust_set = outcome.verified.then(|| set.to_string());
+        tally.record(report, String::new(), sigstore_signer(&outcome));
         if outcome.verified {
             client.keep(m, &c.manifest.bytes);
             client.keep(&c.layer.digest, &bytes);
-            break;
+            if tally.enough() {
+                break;
+            }
         }
     }
-    sigstore_verdict(&mut run, "Sigstore bundle", &tried, &ignored, budget, subject);
-    list_tried(&mut run, tried);
+    sigstore_verdict(&mut run, "Sigstore bundle", &tally, &ignored, budget, subject);
+    list_tried(&mut run, tally.tried.into_iter().map(|(r, _)| r).collect());
     ignored.finish(&mut run, budget);
     run
 }
@@ -987,6 +1161,7 @@ fn ignored_signature(manifest: &str, why: String) -> SignatureReport {
         verified: false,
         checks: vec![CheckReport { check: "artifact".into(), status: "ignored".into(), reason: why }],
         facts: SignatureFacts::default(),
+        trust_set: None,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Reading a config directory: safe relative paths, the files the config
 //! refers to, the bounded directory walk, and the generation id.
 
-use super::trust::{SigstoreRefs, resolve_notation, resolve_sigstore};
+use super::trust::{SetRefs, SigstoreRefs, resolve_notation, resolve_sets, resolve_sigstore};
 use super::{CONFIG_FILE, Config, ConfigError, Issue, MAX_DIR_BYTES, MAX_DIR_FILES, MAX_FILE_BYTES};
 use sha2::{Digest as _, Sha256};
 use std::path::Path;
@@ -17,6 +17,8 @@ pub struct FileRefs {
     pub(super) notation: Option<(String, String)>,
     /// `[sigstore]` file references and the policy parts that need no files.
     pub(super) sigstore: Option<SigstoreRefs>,
+    /// `[trust.NAME]` file references by set name.
+    pub(super) trust: std::collections::BTreeMap<String, SetRefs>,
 }
 
 /// A path inside the config directory: relative, no `..`, no empty or dot components.
@@ -64,6 +66,7 @@ pub(super) fn resolve_files(
     if let Some(sg) = refs.sigstore {
         resolve_sigstore(config, sg, &file, &mut issues);
     }
+    resolve_sets(config, refs.trust, dir, &file, &mut issues);
     if issues.is_empty() { Ok(()) } else { Err(issues) }
 }
 

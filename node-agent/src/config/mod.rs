@@ -15,8 +15,8 @@
 //! which the parts are validated.
 
 mod cache;
-mod cluster;
 mod endpoints;
+mod cluster;
 mod files;
 mod policy;
 mod raw;
@@ -31,8 +31,8 @@ pub use endpoints::{Endpoints, check_node_files, node_hosts_problems};
 pub use cluster::ClusterConfig;
 pub use files::{FileRefs, generation_id, read_tree};
 pub use registries::RegistrySettings;
-pub use trust::{NotationTrust, SigstoreTrust};
-pub use types::{Action, Combine, DefaultAction, Mode, Requirements, Scope, VerifierKind};
+pub use trust::{NotationTrust, ScopeTrust, SigstoreTrust, TrustSet};
+pub use types::{Action, Combine, DEFAULT_TRUST, DefaultAction, Mode, Platforms, Requirements, Scope, VerifierKind};
 
 use pullgate_reference::Pattern;
 use pullgate_wire::FailurePolicy;
@@ -78,12 +78,18 @@ pub struct Config {
     pub notation: Option<NotationTrust>,
     /// Decision cache lifetimes and bound.
     pub cache: crate::cache::CachePolicy,
-    /// The cluster tier (`[cluster]`), when configured.
-    pub cluster: Option<ClusterConfig>,
     /// Rego policies compiled for this generation (`policy`, `scopes[].policy`).
     pub policies: crate::policy::Policies,
+    /// The cluster tier (`[cluster]`), when configured.
+    pub cluster: Option<ClusterConfig>,
     /// Cosign / Sigstore trust (keys, roots, identities, provenance), when configured.
     pub sigstore: Option<SigstoreTrust>,
+    /// Named trust sets (`[trust.NAME]`); `notation` and `sigstore` above are the `default` set.
+    pub trust: BTreeMap<String, TrustSet>,
+    /// Allow everything, loudly, until a time (`breakGlass`).
+    pub break_glass: Option<crate::breakglass::BreakGlass>,
+    /// `nodePlatform`: the platform `index-or-node` scopes pick (default: the agent's own).
+    pub node_platform: Option<crate::platform::Platform>,
 }
 
 /// A config together with where it came from.
@@ -210,9 +216,16 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
     let endpoints = endpoints::parse(raw.containerd, raw.credential_providers, raw.registry_rate, &mut issues);
     refs.notation = raw.notation.as_ref().map(|n| trust::parse_notation(n, &mut issues));
     refs.sigstore = raw.sigstore.map(|sg| trust::parse_sigstore(sg, &mut issues));
-    scope::check_trust_configured(&scopes, refs.sigstore.is_some(), refs.notation.is_some(), &mut issues);
+    let default_trust = scope::Provides { notation: refs.notation.is_some(), sigstore: refs.sigstore.is_some() };
+    let (sets, provides) = trust::parse_sets(raw.trust, default_trust, &mut issues);
+    refs.trust = sets;
+    scope::check_trust(&scopes, &provides, &mut issues, &mut warnings);
     let cache = cache::parse_cache(raw.cache, &mut issues);
     let cluster = cluster::parse_cluster(raw.cluster, &mut issues, &mut warnings);
+    let break_glass = raw.break_glass.and_then(|b| crate::breakglass::parse_config(&b.until, &b.reason, &mut issues));
+    let node_platform = raw.node_platform.and_then(|p| {
+        crate::platform::Platform::parse(&p).map_err(|e| issues.push(issue("nodePlatform", e.to_string()))).ok()
+    });
 
     if !issues.is_empty() {
         return Err(issues);
@@ -232,6 +245,9 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
         cluster,
         policies: Default::default(),
         sigstore: None,
+        trust: BTreeMap::new(),
+        break_glass,
+        node_platform,
     };
     Ok((config, warnings, refs))
 }

@@ -1,7 +1,7 @@
 //! Serde mirror of `pullgate.toml`, before validation. Nothing here is
 //! trusted: [`super::parse_main`] validates every field into typed values.
 #![allow(missing_docs)]
-use super::types::{Combine, DefaultAction, Mode, VerifierKind};
+use super::types::{DefaultAction, Mode, Platforms, VerifierKind};
 use pullgate_wire::FailurePolicy;
 use serde::Deserialize;
 
@@ -28,6 +28,24 @@ pub struct File {
     pub cache: Option<Cache>,
     pub cluster: Option<Cluster>,
     pub sigstore: Option<Sigstore>,
+    #[serde(default)]
+    pub trust: std::collections::BTreeMap<String, TrustSet>,
+    pub break_glass: Option<BreakGlass>,
+    pub node_platform: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrustSet {
+    pub notation: Option<Notation>,
+    pub sigstore: Option<Sigstore>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BreakGlass {
+    pub until: String,
+    pub reason: String,
 }
 
 #[derive(Deserialize)]
@@ -124,6 +142,7 @@ pub struct Scope {
     pub policy: Option<String>,
     pub policy_mode: Option<crate::policy::PolicyMode>,
     pub verify: Option<Verify>,
+    pub failure_policy: Option<FailurePolicy>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -139,5 +158,28 @@ pub enum ActionKind {
 pub struct Verify {
     pub require: Vec<VerifierKind>,
     #[serde(rename = "match")]
-    pub combine: Option<Combine>,
+    pub combine: Option<Match>,
+    pub trust: Option<Vec<String>>,
+    pub min_signatures: Option<i64>,
+    pub platforms: Option<Platforms>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum Match {
+    Word(MatchWord),
+    AtLeast(AtLeast),
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchWord {
+    All,
+    Any,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AtLeast {
+    pub at_least: i64,
 }

@@ -2,9 +2,10 @@
 //! the images it matches.
 
 use super::raw;
-use super::types::{Action, Requirements, Scope, VerifierKind};
+use super::types::{Action, Combine, DEFAULT_TRUST, Requirements, Scope, VerifierKind};
 use super::{Issue, MAX_ENTRIES, MAX_REASON_LEN, issue};
 use pullgate_reference::Pattern;
+use std::collections::{BTreeMap, HashSet};
 
 /// Validates `allowlist`; entries that are not digest-pinned are warned about.
 pub(super) fn parse_allowlist(list: &[String], issues: &mut Vec<Issue>, warnings: &mut Vec<Issue>) -> Vec<Pattern> {
@@ -88,62 +89,293 @@ pub(super) fn parse_scopes(raw_scopes: Vec<raw::Scope>, issues: &mut Vec<Issue>)
                     ));
                     None
                 }
-                Some(v) if v.require.is_empty() => {
-                    issues.push(issue(&at("verify.require"), "empty; name at least one verifier".into()));
-                    None
-                }
-                Some(v) => {
-                    let mut verifiers = Vec::new();
-                    for k in v.require {
-                        if matches!(k, VerifierKind::Sbom | VerifierKind::Vulnerability) {
-                            issues.push(issue(
-                                &at("verify.require"),
-                                format!(
-                                    "{} verification is not available in this version; every pull would go to the failure policy. Remove it",
-                                    k.as_str()
-                                ),
-                            ));
-                        } else if verifiers.contains(&k) {
-                            issues.push(issue(&at("verify.require"), format!("{} is listed twice", k.as_str())));
-                        } else {
-                            verifiers.push(k);
-                        }
-                    }
-                    Some(Action::Verify(Requirements { verifiers, combine: v.combine.unwrap_or_default() }))
-                }
+                Some(v) => parse_verify(v, &at("verify"), issues).map(Action::Verify),
             },
         };
+        if s.failure_policy.is_some() && s.action != raw::ActionKind::Verify {
+            issues.push(issue(
+                &at("failurePolicy"),
+                "only a verify scope can fail to reach a decision; remove failurePolicy here".into(),
+            ));
+        }
         if issues.len() == before
             && let Some(action) = action
         {
-            scopes.push(Scope { name: s.name, images, action });
+            scopes.push(Scope { name: s.name, images, action, failure_policy: s.failure_policy });
         }
     }
     scopes
 }
 
-/// Every verifier a scope requires must have its trust configured.
-pub(super) fn check_trust_configured(scopes: &[Scope], sigstore: bool, notation: bool, issues: &mut Vec<Issue>) {
-    for (i, s) in scopes.iter().enumerate() {
-        if let Action::Verify(r) = &s.action
-            && (r.verifiers().contains(&VerifierKind::Cosign) || r.verifiers().contains(&VerifierKind::Sigstore))
-            && !sigstore
-        {
+/// Validates a scope's `verify` table (`at` is its field path).
+fn parse_verify(v: raw::Verify, at: &str, issues: &mut Vec<Issue>) -> Option<Requirements> {
+    let before = issues.len();
+    if v.require.is_empty() {
+        issues.push(issue(&format!("{at}.require"), "empty; name at least one verifier".into()));
+    }
+    let mut verifiers = Vec::new();
+    for k in v.require {
+        if matches!(k, VerifierKind::Sbom | VerifierKind::Vulnerability) {
             issues.push(issue(
-                &format!("scopes[{i}].verify.require"),
-                "cosign and sigstore need a [sigstore] table with keys or identities".into(),
+                &format!("{at}.require"),
+                format!(
+                    "{} verification is not available in this version; every pull would go to the failure policy. Remove it",
+                    k.as_str()
+                ),
             ));
+        } else if verifiers.contains(&k) {
+            issues.push(issue(&format!("{at}.require"), format!("{} is listed twice", k.as_str())));
+        } else {
+            verifiers.push(k);
         }
     }
-    for (i, s) in scopes.iter().enumerate() {
-        if let Action::Verify(r) = &s.action
-            && r.verifiers().contains(&VerifierKind::Notation)
-            && !notation
-        {
+    let combine = parse_match(v.combine, verifiers.len(), &format!("{at}.match"), issues);
+    let min_signatures = match v.min_signatures {
+        None => 1,
+        Some(n @ 1..=MAX_MIN_SIGNATURES) => n as usize,
+        Some(n) => {
             issues.push(issue(
-                &format!("scopes[{i}].verify.require"),
-                "notation needs a [notation] table with trustPolicy and trustStore".into(),
+                &format!("{at}.minSignatures"),
+                format!("{n}: give 1 to {MAX_MIN_SIGNATURES} distinct signers each signature verifier must find"),
             ));
+            1
         }
+    };
+    let trust = parse_trust_names(v.trust, &format!("{at}.trust"), issues);
+    let platforms = v.platforms.unwrap_or_default();
+    (issues.len() == before).then_some(Requirements { verifiers, combine, trust, min_signatures, platforms })
+}
+
+/// Most distinct signers a scope may ask each verifier for.
+pub const MAX_MIN_SIGNATURES: i64 = 16;
+
+/// `match = "all" | "any" | { atLeast = N }` with 1 ≤ N ≤ the verifiers required.
+fn parse_match(m: Option<raw::Match>, required: usize, field: &str, issues: &mut Vec<Issue>) -> Combine {
+    match m {
+        None | Some(raw::Match::Word(raw::MatchWord::All)) => Combine::All,
+        Some(raw::Match::Word(raw::MatchWord::Any)) => Combine::Any,
+        Some(raw::Match::AtLeast(a)) if a.at_least >= 1 && (a.at_least as u64) <= required as u64 => {
+            Combine::AtLeast(a.at_least as usize)
+        }
+        Some(raw::Match::AtLeast(a)) => {
+            issues.push(issue(
+                field,
+                format!("atLeast = {}: give 1 to {required} (the number of verifiers in require)", a.at_least),
+            ));
+            Combine::All
+        }
+    }
+}
+
+/// `trust = [...]`: set names (checked against the sets later), default `["default"]`.
+fn parse_trust_names(names: Option<Vec<String>>, field: &str, issues: &mut Vec<Issue>) -> Vec<String> {
+    let Some(names) = names else { return vec![DEFAULT_TRUST.to_string()] };
+    if names.is_empty() {
+        issues.push(issue(field, "empty; name at least one trust set, or leave trust out for \"default\"".into()));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        if out.contains(&n) {
+            issues.push(issue(field, format!("{n:?} is listed twice")));
+        } else {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// What one trust set provides, for checking the scopes that name it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Provides {
+    /// Has Notation trust (policy and store).
+    pub notation: bool,
+    /// Has Sigstore trust (keys or identities).
+    pub sigstore: bool,
+}
+
+impl Provides {
+    fn serves(self, k: VerifierKind) -> bool {
+        match k {
+            VerifierKind::Notation => self.notation,
+            VerifierKind::Cosign | VerifierKind::Sigstore => self.sigstore,
+            VerifierKind::Sbom | VerifierKind::Vulnerability => false,
+        }
+    }
+}
+
+/// Every trust set a scope names must exist and serve one of its verifiers;
+/// every verifier it requires must be served by one of its sets. Named
+/// sets no scope uses are warned about.
+pub(super) fn check_trust(
+    scopes: &[Scope],
+    sets: &BTreeMap<String, Provides>,
+    issues: &mut Vec<Issue>,
+    warnings: &mut Vec<Issue>,
+) {
+    let mut used = HashSet::new();
+    for (i, s) in scopes.iter().enumerate() {
+        let Action::Verify(r) = &s.action else { continue };
+        let field = format!("scopes[{i}].verify.trust");
+        for name in r.trust() {
+            used.insert(name.as_str());
+            match sets.get(name) {
+                None if name == DEFAULT_TRUST => {}
+                None => issues.push(issue(&field, format!("no trust set {name:?}: define [trust.{name}]"))),
+                Some(p) if !r.verifiers().iter().any(|k| p.serves(*k)) => {
+                    issues.push(issue(&field, format!("trust set {name:?} has nothing for {}", names(r.verifiers()))))
+                }
+                Some(_) => {}
+            }
+        }
+        for k in r.verifiers() {
+            if !r.trust().iter().any(|n| sets.get(n).is_some_and(|p| p.serves(*k))) {
+                issues.push(issue(&format!("scopes[{i}].verify.require"), missing_trust(*k, r.trust())));
+            }
+        }
+    }
+    for name in sets.keys().filter(|n| *n != DEFAULT_TRUST && !used.contains(n.as_str())) {
+        warnings.push(issue(&format!("trust.{name}"), "no scope names this trust set; it is not used".into()));
+    }
+}
+
+fn names(k: &[VerifierKind]) -> String {
+    k.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Why verifier `k` has no trust among the sets `trust`.
+fn missing_trust(k: VerifierKind, trust: &[String]) -> String {
+    let what = match k {
+        VerifierKind::Notation => "notation needs a [notation] table with trustPolicy and trustStore",
+        _ => "cosign and sigstore need a [sigstore] table with keys or identities",
+    };
+    if trust.iter().all(|n| n == DEFAULT_TRUST) {
+        what.to_string()
+    } else {
+        format!("{what} in one of the trust sets {trust:?}")
+    }
+}
+
+impl super::Config {
+    /// The first scope matching the image, if any (after the allowlist, which the caller checks).
+    pub fn scope_for(
+        &self,
+        reference: &pullgate_reference::Reference,
+        digest: &pullgate_reference::Digest,
+    ) -> Option<&Scope> {
+        self.scopes.iter().find(|s| s.images.iter().any(|p| p.matches(reference, digest)))
+    }
+
+    /// The failure policy for errors deciding on the image: its scope's
+    /// `failurePolicy` when it sets one, else the top-level one.
+    pub fn failure_policy_for(
+        &self,
+        reference: &pullgate_reference::Reference,
+        digest: &pullgate_reference::Digest,
+    ) -> pullgate_wire::FailurePolicy {
+        self.scope_for(reference, digest).and_then(|s| s.failure_policy).unwrap_or(self.failure_policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, Issue, parse_main};
+    use super::*;
+
+    fn parse(s: &str) -> Result<(Config, Vec<Issue>), String> {
+        parse_main(s.as_bytes()).map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+    }
+
+    const SETS: &str = r#"
+        [trust.team-a.sigstore]
+        keys = ["a.pub"]
+        requireTlog = false
+        [trust.team-b.sigstore]
+        keys = ["b.pub"]
+        requireTlog = false
+        [trust.spare.sigstore]
+        keys = ["c.pub"]
+        requireTlog = false
+    "#;
+
+    fn scope(verify: &str) -> String {
+        format!("[[scopes]]\nname = \"s\"\nimages = [\"ghcr.io/a/**\"]\naction = \"verify\"\nverify = {verify}\n{SETS}")
+    }
+
+    #[test]
+    fn scopes_name_trust_sets_that_exist_and_unused_ones_warn() {
+        let (c, w) = parse(&scope(r#"{ require = ["cosign"], trust = ["team-a", "team-b"] }"#)).unwrap();
+        let Action::Verify(r) = &c.scopes[0].action else { panic!() };
+        assert_eq!(r.trust(), ["team-a", "team-b"]);
+        assert!(w.iter().any(|i| i.field == "trust.spare"), "{w:?}");
+        assert!(!w.iter().any(|i| i.field == "trust.team-a"));
+        let e = parse(&scope(r#"{ require = ["cosign"], trust = ["team-c"] }"#)).unwrap_err();
+        assert!(e.contains("scopes[0].verify.trust: no trust set \"team-c\""), "{e}");
+        let e = parse(&scope(r#"{ require = ["notation"], trust = ["team-a"] }"#)).unwrap_err();
+        assert!(e.contains("trust set \"team-a\" has nothing for notation"), "{e}");
+        let e = parse(&scope(r#"{ require = ["cosign"], trust = [] }"#)).unwrap_err();
+        assert!(e.contains("scopes[0].verify.trust: empty"), "{e}");
+        let e = parse(&scope(r#"{ require = ["cosign"] }"#)).unwrap_err();
+        assert!(e.contains("scopes[0].verify.require: cosign and sigstore need a [sigstore] table"), "{e}");
+        let e = parse("[trust.default.sigstore]\nkeys=[\"k\"]\nrequireTlog=false\n[trust.x]\n").unwrap_err();
+        assert!(e.contains("trust.default:") && e.contains("trust.x: empty"), "{e}");
+        let e = parse("[trust.t.sigstore]\nkeys=[\"../k\"]\n").unwrap_err();
+        assert!(e.contains("trust.t.sigstore.keys[0]") && e.contains("trust.t.sigstore.requireTlog"), "{e}");
+    }
+
+    #[test]
+    fn match_counts_and_min_signatures_are_bounded() {
+        let req = |v: &str| match parse(&scope(v)).map(|(c, _)| c.scopes[0].action.clone()) {
+            Ok(Action::Verify(r)) => Ok(r),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        let r = req(
+            r#"{ require = ["cosign", "sigstore"], trust = ["team-a"], match = { atLeast = 2 }, minSignatures = 2 }"#,
+        )
+        .unwrap();
+        assert_eq!((r.combine(), r.min_signatures()), (Combine::AtLeast(2), 2));
+        assert_eq!(r.combine().needed(2), 2);
+        let e = req(r#"{ require = ["cosign"], trust = ["team-a"], match = { atLeast = 2 } }"#).unwrap_err();
+        assert!(e.contains("scopes[0].verify.match: atLeast = 2: give 1 to 1"), "{e}");
+        let e = req(r#"{ require = ["cosign"], trust = ["team-a"], match = { atLeast = 0 } }"#).unwrap_err();
+        assert!(e.contains("atLeast = 0"), "{e}");
+        for n in ["0", "-1", "17"] {
+            let e =
+                req(&format!("{{ require = [\"cosign\"], trust = [\"team-a\"], minSignatures = {n} }}")).unwrap_err();
+            assert!(e.contains("scopes[0].verify.minSignatures"), "{e}");
+        }
+        assert!(req(r#"{ require = ["cosign"], trust = ["team-a"], match = "some" }"#).is_err());
+        let r = req(r#"{ require = ["cosign"], trust = ["team-a"], platforms = "index-or-node" }"#).unwrap();
+        assert_eq!(r.platforms(), super::super::Platforms::IndexOrNode);
+        assert!(req(r#"{ require = ["cosign"], trust = ["team-a"], platforms = "some" }"#).is_err());
+    }
+
+    #[test]
+    fn failure_policy_per_scope_and_break_glass_and_node_platform() {
+        let text = format!(
+            "failurePolicy = \"closed\"\n[[scopes]]\nname = \"s\"\nimages = [\"ghcr.io/a/**\"]\naction = \"verify\"\nfailurePolicy = \"open\"\nverify = {{ require = [\"cosign\"], trust = [\"team-a\"] }}\n{SETS}"
+        );
+        let (c, _) = parse(&text).unwrap();
+        assert_eq!(c.scopes[0].failure_policy, Some(pullgate_wire::FailurePolicy::Open));
+        let r: pullgate_reference::Reference = "ghcr.io/a/x:1".parse().unwrap();
+        let d = pullgate_reference::Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap();
+        assert_eq!(c.failure_policy_for(&r, &d), pullgate_wire::FailurePolicy::Open);
+        let other: pullgate_reference::Reference = "quay.io/x:1".parse().unwrap();
+        assert_eq!(c.failure_policy_for(&other, &d), pullgate_wire::FailurePolicy::Closed);
+        let e = parse("[[scopes]]\nname='a'\nimages=['x.io/**']\naction='allow'\nfailurePolicy='open'\n").unwrap_err();
+        assert!(e.contains("scopes[0].failurePolicy: only a verify scope"), "{e}");
+        let soon =
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
+        let (c, _) = parse(&format!("breakGlass = {{ until = \"{soon}\", reason = \"INC-1\" }}")).unwrap();
+        assert!(c.break_glass.unwrap().active_at(std::time::SystemTime::now()));
+        let e = parse("breakGlass = { until = \"2020-01-01T00:00:00Z\", reason = \"old\" }").unwrap_err();
+        assert!(e.contains("breakGlass.until") && e.contains("not in the future"), "{e}");
+        let late =
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now() + std::time::Duration::from_secs(90_000));
+        let e = parse(&format!("breakGlass = {{ until = \"{late}\", reason = \"x\" }}")).unwrap_err();
+        assert!(e.contains("24 hours"), "{e}");
+        let (c, _) = parse("nodePlatform = \"linux/aarch64\"").unwrap();
+        assert_eq!(c.node_platform.unwrap().to_string(), "linux/arm64");
+        assert!(parse("nodePlatform = \"linux\"").unwrap_err().contains("nodePlatform"));
     }
 }
