@@ -841,7 +841,8 @@ impl Client {
         let resolved = self.resolved(&repo.host);
         let mut out = Vec::new();
         for ep in resolved.endpoints.iter().filter(|e| need.allowed(e)) {
-            let itself = ep.upstream || ep.host == repo.host;
+            let itself =
+                ep.upstream || ep.host == repo.host || (repo.host == "docker.io" && ep.host == "registry-1.docker.io");
             let scheme = match &ep.scheme {
                 Some(s) => s.clone(),
                 None => self.scheme(&repo.host).to_string(),
@@ -926,12 +927,20 @@ impl Client {
         let opts = self.host_options(host);
         let concurrency = opts.max_concurrency.unwrap_or(self.inner.options.default_concurrency);
         let rate = opts.rate.unwrap_or(self.inner.options.rate);
-        let _permit = self
-            .inner
-            .polite
-            .acquire(host, concurrency, rate, deadline)
-            .await
-            .ok_or_else(|| RegistryError::Deadline { registry: host.into(), what: target.what.clone() })?;
+        let Some(_permit) = self.inner.polite.acquire(host, concurrency, rate, deadline).await else {
+            // Held back past the deadline by the rate limit or a Retry-After:
+            // like a 429, so the next endpoint may still be tried.
+            if Instant::now() < deadline {
+                return Err(RegistryError::Status {
+                    registry: host.into(),
+                    what: target.what.clone(),
+                    status: 429,
+                    detail: ": held back by the rate limit or the registry's Retry-After until past the deadline"
+                        .into(),
+                });
+            }
+            return Err(RegistryError::Deadline { registry: host.into(), what: target.what.clone() });
+        };
         let http = self.http_for(via)?;
         let origin = format!("{}{}", via.base, target.path.strip_prefix("/v2").unwrap_or(&target.path));
         let origin = reqwest::Url::parse(&origin).map_err(|e| RegistryError::Invalid {
