@@ -6,6 +6,7 @@
 //! Nothing here is used by production code.
 
 pub mod containerd;
+pub mod sign;
 pub mod token;
 
 use std::net::TcpListener;
