@@ -53,6 +53,15 @@ fn endpoints(cfg: &Config, opts: &mut ClientOptions) {
     };
 }
 
+/// A report's referrers source, naming the hosts.toml mirror that served
+/// the list when it was not the registry itself (`referrers-api via http://m:5000/v2`).
+pub fn via_mirror(source: String, mirror: Option<String>) -> String {
+    match mirror {
+        Some(m) => format!("{source} via {m}"),
+        None => source,
+    }
+}
+
 /// The node's docker config keychain (when configured) overlaid with `pull_secrets`.
 pub fn keychain(cfg: &Config, pull_secrets: &Keychain) -> Keychain {
     let mut kc = Keychain::new();

@@ -504,7 +504,7 @@ pub(crate) async fn notation(
         Ok(r) => r,
         Err(e) => return registry_failure(run, "listing signatures".into(), &e),
     };
-    run.referrers = Some(source_name(referrers.source));
+    run.referrers = Some(crate::client::via_mirror(source_name(referrers.source), client.served_by(&repo)));
     let mut ignored = Ignored::new(&referrers.notes);
     let state = RandomState::new();
     let mut groups: [Vec<&Descriptor>; 3] = Default::default();
@@ -1082,7 +1082,7 @@ async fn bundles(
         Ok(r) => r,
         Err(e) => return registry_failure(run, "listing bundles".into(), &e),
     };
-    run.referrers = Some(source_name(referrers.source));
+    run.referrers = Some(crate::client::via_mirror(source_name(referrers.source), client.served_by(&repo)));
     let mut ignored = Ignored::new(&referrers.notes);
     let state = RandomState::new();
     let mut listed: Vec<&Descriptor> = referrers.descriptors.iter().filter(|d| is_bundle(d)).collect();
