@@ -135,3 +135,23 @@ fn a_single_manifest_is_verified_as_itself_whatever_platforms_says() {
         assert_eq!(report["verification"].as_array().unwrap().len(), 1, "no index fetched: {report}");
     }
 }
+
+#[test]
+fn an_index_larger_than_containerd_said_or_than_the_cap_is_a_deny() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reg = rt.block_on(Registry::start(RegistryOptions::default()));
+    let key = CosignKey::generate();
+    let img = rt.block_on(image(&reg, "sized", &key, &["amd64", "arm64"]));
+    let a = agent(&reg.host, &key, "every", "linux/amd64");
+    let name = format!("{}/sized:v1", reg.host);
+    // A descriptor claiming fewer bytes than the index has: not read past the claim.
+    let short = Descriptor { size: img.index.size - 1, ..descriptor(&img.index) };
+    let run = a.verify(&name, &short);
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(run.stdout.contains("fetching the index") && !run.stdout.contains("failure policy"), "{}", run.stdout);
+    // One claiming more than the cap: not fetched at all.
+    let huge = Descriptor { size: 2 * 1024 * 1024, ..descriptor(&img.index) };
+    let run = a.verify(&format!("{}/sized:v2", reg.host), &huge);
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(run.stdout.contains("more than 1048576"), "{}", run.stdout);
+}

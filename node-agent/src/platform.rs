@@ -308,7 +308,11 @@ async fn platform_targets(
     let index =
         match client.manifest_by_digest_limited(&repo, &subject.digest.to_string(), limit, budget.deadline()).await {
             Ok(m) => m,
-            Err(e @ pullgate_registry::RegistryError::DigestMismatch { .. }) => {
+            // Bytes that are not the pulled index, or more than containerd said: a deny.
+            Err(
+                e @ (pullgate_registry::RegistryError::DigestMismatch { .. }
+                | pullgate_registry::RegistryError::TooLarge { .. }),
+            ) => {
                 return Err((RunResult::Fail, format!("fetching the index: {e}")));
             }
             Err(e) => return Err((RunResult::Error, format!("fetching the index: {e}"))),
