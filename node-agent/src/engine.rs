@@ -13,7 +13,8 @@ use crate::verify;
 use pullgate_reference::{Digest, Reference};
 use pullgate_registry::auth::Keychain;
 use pullgate_wire::{
-    DecisionResponse, FailurePolicy, MAX_REASON_BYTES, PROTOCOL_VERSION, Response, StatusResponse, Verdict, VerifyRequest,
+    DecisionResponse, FailurePolicy, MAX_REASON_BYTES, PROTOCOL_VERSION, Response, StatusResponse, Verdict,
+    VerifyRequest,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -242,6 +243,8 @@ impl Engine {
                 if let Some(m) = &self.metrics {
                     m.reload(true);
                     m.set_generation(&generation);
+                    let bg = cur.loaded.as_ref().and_then(|l| l.config.break_glass.as_ref());
+                    m.break_glass().set_active(bg.is_some_and(|b| b.active_at(SystemTime::now())));
                 }
                 Ok(changed.then_some(generation))
             }
@@ -399,20 +402,9 @@ impl Engine {
         let budget = Duration::from_millis(req.deadline_ms).min(MAX_REQUEST_DEADLINE);
         let normalized = reference.to_string();
         let key = cache::key(&loaded.generation, &normalized, &req.digest);
-        if let Some(hit) = self.cache.get(&key) {
-            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-            if let Some(m) = &self.metrics {
-                m.cache_hit();
-            }
-            let origin = hit.origin.clone().unwrap_or_else(|| "-".into());
-            trace.step("cache", &format!("hit: first decided in report {origin}"));
+        if let Some(hit) = self.cache_lookup(&key, trace) {
             return (hit, true);
         }
-        self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
-        if let Some(m) = &self.metrics {
-            m.cache_miss();
-        }
-        trace.step("cache", "miss");
         // Junk must end in a deny while the requester still waits: examine for at
         // most 60 % of its remaining time (never under 500 ms), and never past EXAMINE_TIME.
         let left = budget.saturating_sub(received.elapsed());
@@ -454,6 +446,26 @@ impl Engine {
                 (Evaluation::error(why), false)
             }
         }
+    }
+
+    /// The cached evaluation under `key`, counted as a hit or a miss.
+    fn cache_lookup(&self, key: &str, trace: &mut Trace) -> Option<Evaluation> {
+        let hit = self.cache.get(key);
+        match &hit {
+            Some(h) => {
+                self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                let origin = h.origin.clone().unwrap_or_else(|| "-".into());
+                trace.step("cache", &format!("hit: first decided in report {origin}"));
+            }
+            None => {
+                self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
+                trace.step("cache", "miss");
+            }
+        }
+        if let Some(m) = &self.metrics {
+            if hit.is_some() { m.cache_hit() } else { m.cache_miss() }
+        }
+        hit
     }
 
     /// Stage 5: the failure policy in force for the image's scope answers errors.

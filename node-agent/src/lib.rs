@@ -18,6 +18,7 @@
 //!   generations on disk, reload when a config directory changes;
 //! * [`cli`] — the commands behind the thin `main`.
 
+pub mod attached;
 pub mod breakglass;
 pub mod cache;
 pub mod cli;

@@ -268,6 +268,10 @@ pub struct VerifierRun {
     /// That manifest's platform (`linux/arm64/v8`), from the index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
+    /// What an attached-artifact verifier (`sbom`, `vulnerability`) found: the
+    /// document that decided, the findings (capped), attachments passed over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached: Option<crate::attached::AttachedReport>,
 }
 
 /// One signature examined by a verifier.
@@ -696,6 +700,7 @@ mod tests {
             signatures: vec![sig; 50],
             subject: None,
             platform: None,
+            attached: None,
         });
         r.bound();
         let n = serde_json::to_vec(&r).unwrap().len();

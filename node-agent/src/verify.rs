@@ -489,11 +489,16 @@ pub(crate) async fn notation(
         run.reason = not_applicable.join("; ");
         return run;
     }
-    if let Some((name, _, p)) = applicable.iter().find(|(_, _, p)| p.level() == pullgate_notation::VerificationLevel::Skip) {
+    if let Some((name, _, p)) =
+        applicable.iter().find(|(_, _, p)| p.level() == pullgate_notation::VerificationLevel::Skip)
+    {
         run.result = RunResult::Pass.as_str().into();
         let set = if *name == DEFAULT_TRUST { String::new() } else { format!(" (trust set {name})") };
-        run.reason =
-            format!("trust policy {:?}{set}: trust policy {:?} has level skip: signatures are not verified", p.name(), p.name());
+        run.reason = format!(
+            "trust policy {:?}{set}: trust policy {:?} has level skip: signatures are not verified",
+            p.name(),
+            p.name()
+        );
         return run;
     }
     let trusted: HashSet<String> =
@@ -669,10 +674,14 @@ async fn notation_group(
             Step::Stop => break,
             Step::Fail(what, e) => return Err((what, e)),
         };
-        let (set, outcome) = first_admitting(sets, |t| {
-            let now = SystemTime::now();
-            pullgate_notation::verify(&sd, &repo.to_string(), &c.layer.media_type, &bytes, &t.policy, &t.store, now)
-        }, |o| o.verified);
+        let (set, outcome) = first_admitting(
+            sets,
+            |t| {
+                let now = SystemTime::now();
+                pullgate_notation::verify(&sd, &repo.to_string(), &c.layer.media_type, &bytes, &t.policy, &t.store, now)
+            },
+            |o| o.verified,
+        );
         let mut report = notation_report(m, &c.layer.media_type, &outcome);
         report.trust_set = outcome.verified.then(|| set.to_string());
         let signer = outcome.signer_subject.as_ref().map(|s| format!("certificate {s}"));
@@ -811,12 +820,7 @@ fn new_run(kind: VerifierKind, repo: &Repository) -> VerifierRun {
 }
 
 /// Turns a Sigstore outcome into the report's signature entry.
-fn sigstore_report(
-    manifest: &str,
-    media_type: &str,
-    o: &pullgate_sigstore::Outcome,
-    format: &str,
-) -> SignatureReport {
+fn sigstore_report(manifest: &str, media_type: &str, o: &pullgate_sigstore::Outcome, format: &str) -> SignatureReport {
     let mut checks: Vec<CheckReport> = o
         .checks
         .iter()
@@ -876,7 +880,14 @@ fn skippable(e: &pullgate_registry::RegistryError) -> bool {
 }
 
 /// One-line verdict over the signatures a Sigstore verifier examined.
-fn sigstore_verdict(run: &mut VerifierRun, kind: &str, tally: &Tally, ignored: &Ignored, budget: &Budget, subject: &Subject) {
+fn sigstore_verdict(
+    run: &mut VerifierRun,
+    kind: &str,
+    tally: &Tally,
+    ignored: &Ignored,
+    budget: &Budget,
+    subject: &Subject,
+) {
     let repo = Repository::of(&subject.reference);
     let tried: Vec<&SignatureReport> = tally.tried.iter().map(|(r, _)| r).collect();
     if tally.enough() {
@@ -980,9 +991,8 @@ pub(crate) async fn cosign(
             payload: &payload,
             annotations: &c.layer.annotations,
         };
-        let verify = |t: &SigstoreTrust| {
-            pullgate_sigstore::verify_cosign_signature(&digest, &cl, &t.cosign, SystemTime::now())
-        };
+        let verify =
+            |t: &SigstoreTrust| pullgate_sigstore::verify_cosign_signature(&digest, &cl, &t.cosign, SystemTime::now());
         let (set, outcome) = first_admitting(sets, verify, |o| o.verified);
         let mut report = sigstore_report(&c.manifest, &c.layer.media_type, &outcome, "cosign");
         report.trust_set = outcome.verified.then(|| set.to_string());
@@ -1111,7 +1121,8 @@ async fn bundles(
             Step::Fail(what, e) => return registry_failure(run, what, &e),
         };
         let artifact = pullgate_sigstore::Artifact::Digest(&digest);
-        let verify = |t: &SigstoreTrust| pullgate_sigstore::verify_bundle(&bytes, artifact, &t.bundle, SystemTime::now());
+        let verify =
+            |t: &SigstoreTrust| pullgate_sigstore::verify_bundle(&bytes, artifact, &t.bundle, SystemTime::now());
         let (set, outcome) = first_admitting(sets, verify, |o| o.verified);
         let mut report = sigstore_report(m, &c.layer.media_type, &outcome, "sigstore-bundle");
         report.trust_set = outcome.verified.then(|| set.to_string());
@@ -1187,6 +1198,47 @@ mod tests {
         assert_eq!(thumbprint_group(&listed(None), &trusted), 1);
         assert_eq!(thumbprint_group(&listed(Some("not json")), &trusted), 1);
         assert_eq!(thumbprint_group(&listed(Some(&format!("[\"{}\"]", "cd".repeat(32)))), &trusted), 2);
+    }
+
+    fn run(kind: VerifierKind, result: RunResult) -> (RunResult, VerifierRun) {
+        let mut r = new_run(kind, &Repository { host: "h".into(), path: "p".into() });
+        r.result = result.as_str().into();
+        r.reason = result.as_str().into();
+        (result, r)
+    }
+
+    #[test]
+    fn at_least_n_passes_errors_that_could_fill_the_gap_go_to_the_failure_policy() {
+        use RunResult::{Error, Fail, Pass};
+        let (n, c, s) = (VerifierKind::Notation, VerifierKind::Cosign, VerifierKind::Sigstore);
+        let two = Combine::AtLeast(2);
+        let (r, why) = combine(two, 3, &[run(n, Pass), run(c, Fail), run(s, Pass)]);
+        assert_eq!(r, Pass);
+        assert!(why.starts_with("2 of 3 passed, 2 needed: notation: pass; sigstore: pass"), "{why}");
+        assert_eq!(combine(two, 3, &[run(n, Pass), run(c, Error), run(s, Fail)]).0, Error, "the error could be a pass");
+        assert_eq!(combine(two, 3, &[run(n, Pass), run(c, Fail), run(s, Fail)]).0, Fail);
+        assert_eq!(combine(two, 3, &[run(n, Error), run(c, Fail), run(s, Fail)]).0, Fail, "one error cannot make two");
+        assert_eq!(combine(Combine::All, 2, &[run(n, Fail), run(c, Error)]).0, Fail, "all: a failure denies");
+        assert_eq!(combine(Combine::All, 2, &[run(n, Pass), run(c, Error)]).0, Error);
+        let (r, why) = combine(Combine::Any, 2, &[run(n, Fail), run(c, Fail)]);
+        assert!(r == Fail && why.starts_with("none passed: "), "{why}");
+        assert_eq!(combine(Combine::Any, 2, &[run(n, Fail), run(c, Error)]).0, Error);
+    }
+
+    #[test]
+    fn a_signer_counts_once_however_many_signatures_it_made() {
+        let verified = |m: &str| SignatureReport { verified: true, ..ignored_signature(m, String::new()) };
+        let mut t = Tally::new(2);
+        t.record(verified("m1"), String::new(), Some("key sha256:aa".into()));
+        t.record(verified("m2"), String::new(), Some("key sha256:aa".into()));
+        assert!(!t.enough());
+        assert!(!t.tried[1].0.verified, "the repeat is not counted");
+        assert!(t.tried[1].0.checks.iter().any(|c| c.check == "signer" && c.status == "duplicate"));
+        assert_eq!(t.shortfall().unwrap(), "only 1 of 2 distinct signers required verified (key sha256:aa)");
+        t.record(ignored_signature("m3", String::new()), String::new(), Some("key sha256:bb".into()));
+        assert!(!t.enough(), "a signature that did not verify names no signer");
+        t.record(verified("m4"), String::new(), Some("key sha256:bb".into()));
+        assert!(t.enough() && t.shortfall().is_none());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! CycloneDX 1.4–1.6 JSON BOMs.
 //!
-//! Kept: components (nested ones flattened, up to [`MAX_PACKAGES`] in all):
-//! name, version, purl and licences; the tool; the timestamp; and
+//! Kept: components (nested ones flattened, up to [`MAX_PACKAGES`] in all;
+//! `operating-system` components are not packages): name, version, purl and
+//! licences; the tool; the timestamp; and
 //! `metadata.component`, which binds the BOM to an image when it is a
 //! container whose version is a digest or whose purl is `pkg:oci/…@sha256:…`.
 //! Licences: a single `expression` is used as written; several entries
@@ -107,6 +108,12 @@ fn licenses(choices: &[LicenseChoice]) -> License {
 
 fn flatten(list: Vec<Component>, out: &mut Vec<Package>) -> Result<(), ParseError> {
     for c in list {
+        // The operating system is where packages live, not a package with a licence (syft's SPDX
+        // output has no such package either).
+        if c.ty.as_deref() == Some("operating-system") {
+            flatten(c.components, out)?;
+            continue;
+        }
         if out.len() >= MAX_PACKAGES {
             return Err(ParseError::TooMany { what: "components", max: MAX_PACKAGES });
         }

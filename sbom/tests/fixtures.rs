@@ -48,6 +48,7 @@ fn both_image_sboms_list_the_same_eight_packages_and_bind_to_the_image() {
         v
     };
     assert_eq!(purls(&spdx).len(), 8);
+    assert_eq!((spdx.packages.len(), cdx.packages.len()), (8, 8), "the OS component is not a package");
     assert_eq!(purls(&spdx), purls(&cdx));
     assert_eq!(purls(&spdx).iter().filter(|p| p.starts_with("pkg:deb/debian/")).count(), 6);
     for s in [&spdx, &cdx] {

@@ -14,6 +14,7 @@
 //! generation id). This module owns the whole [`Config`] and the order in
 //! which the parts are validated.
 
+mod attachments;
 mod cache;
 mod endpoints;
 mod cluster;
@@ -27,8 +28,9 @@ mod tests;
 mod trust;
 mod types;
 
-pub use endpoints::{Endpoints, check_node_files, node_hosts_problems};
+pub use attachments::{Discovery, SbomPolicy, VulnerabilityPolicy};
 pub use cluster::ClusterConfig;
+pub use endpoints::{Endpoints, check_node_files, node_hosts_problems};
 pub use files::{FileRefs, generation_id, read_tree};
 pub use registries::RegistrySettings;
 pub use trust::{NotationTrust, ScopeTrust, SigstoreTrust, TrustSet};
@@ -84,6 +86,10 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// Cosign / Sigstore trust (keys, roots, identities, provenance), when configured.
     pub sigstore: Option<SigstoreTrust>,
+    /// SBOM discovery and rules (`[sbom]`), for scopes that require `sbom`.
+    pub sbom: Option<std::sync::Arc<SbomPolicy>>,
+    /// Vulnerability report discovery and rules (`[vulnerability]`).
+    pub vulnerability: Option<std::sync::Arc<VulnerabilityPolicy>>,
     /// Named trust sets (`[trust.NAME]`); `notation` and `sigstore` above are the `default` set.
     pub trust: BTreeMap<String, TrustSet>,
     /// Allow everything, loudly, until a time (`breakGlass`).
@@ -220,6 +226,10 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
     let (sets, provides) = trust::parse_sets(raw.trust, default_trust, &mut issues);
     refs.trust = sets;
     scope::check_trust(&scopes, &provides, &mut issues, &mut warnings);
+    let sbom = raw.sbom.map(|s| std::sync::Arc::new(attachments::parse_sbom(s, &provides, &mut issues)));
+    let vulnerability =
+        raw.vulnerability.map(|v| std::sync::Arc::new(attachments::parse_vulnerability(v, &provides, &mut issues)));
+    attachments::check_scopes(&scopes, sbom.is_some(), vulnerability.is_some(), &mut issues);
     let cache = cache::parse_cache(raw.cache, &mut issues);
     let cluster = cluster::parse_cluster(raw.cluster, &mut issues, &mut warnings);
     let break_glass = raw.break_glass.and_then(|b| crate::breakglass::parse_config(&b.until, &b.reason, &mut issues));
@@ -245,6 +255,8 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
         cluster,
         policies: Default::default(),
         sigstore: None,
+        sbom,
+        vulnerability,
         trust: BTreeMap::new(),
         break_glass,
         node_platform,

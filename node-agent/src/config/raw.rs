@@ -9,6 +9,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct File {
     pub mode: Option<Mode>,
+    pub sbom: Option<super::attachments::RawSbom>,
+    pub vulnerability: Option<super::attachments::RawVulnerability>,
     pub failure_policy: Option<FailurePolicy>,
     pub policy: Option<String>,
     pub policy_mode: Option<crate::policy::PolicyMode>,

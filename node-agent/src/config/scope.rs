@@ -115,15 +115,7 @@ fn parse_verify(v: raw::Verify, at: &str, issues: &mut Vec<Issue>) -> Option<Req
     }
     let mut verifiers = Vec::new();
     for k in v.require {
-        if matches!(k, VerifierKind::Sbom | VerifierKind::Vulnerability) {
-            issues.push(issue(
-                &format!("{at}.require"),
-                format!(
-                    "{} verification is not available in this version; every pull would go to the failure policy. Remove it",
-                    k.as_str()
-                ),
-            ));
-        } else if verifiers.contains(&k) {
+        if verifiers.contains(&k) {
             issues.push(issue(&format!("{at}.require"), format!("{} is listed twice", k.as_str())));
         } else {
             verifiers.push(k);
@@ -198,7 +190,8 @@ impl Provides {
         match k {
             VerifierKind::Notation => self.notation,
             VerifierKind::Cosign | VerifierKind::Sigstore => self.sigstore,
-            VerifierKind::Sbom | VerifierKind::Vulnerability => false,
+            // Their signers' trust is named in [sbom] / [vulnerability], not by the scope.
+            VerifierKind::Sbom | VerifierKind::Vulnerability => true,
         }
     }
 }
@@ -227,7 +220,7 @@ pub(super) fn check_trust(
                 Some(_) => {}
             }
         }
-        for k in r.verifiers() {
+        for k in r.verifiers().iter().filter(|k| !matches!(k, VerifierKind::Sbom | VerifierKind::Vulnerability)) {
             if !r.trust().iter().any(|n| sets.get(n).is_some_and(|p| p.serves(*k))) {
                 issues.push(issue(&format!("scopes[{i}].verify.require"), missing_trust(*k, r.trust())));
             }
