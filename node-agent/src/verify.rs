@@ -40,6 +40,8 @@ pub struct Subject {
     /// from the first requester's deadline, so junk ends in a deny before a short
     /// `deadlineMs` runs out (and the verifier's failure policy would decide).
     pub examine_time: Duration,
+    /// The config's `[sbom]` / `[vulnerability]` policies, for those verifiers.
+    pub attachments: std::sync::Arc<crate::attached::Attachments>,
 }
 
 /// How one verifier run ended.
@@ -185,7 +187,8 @@ pub async fn run_with_budget(
             }
             VerifierKind::Cosign => cosign(client, &sigstore_sets, min, subject, budget).await,
             VerifierKind::Sigstore => bundles(client, &sigstore_sets, min, subject, budget).await,
-            other => error_run(*other, "this agent cannot run it yet".into()),
+            VerifierKind::Sbom => crate::attached::sbom(client, subject, budget).await,
+            VerifierKind::Vulnerability => crate::attached::vulnerability(client, subject, budget).await,
         };
         let result = match run.result.as_str() {
             "pass" => RunResult::Pass,
@@ -240,6 +243,7 @@ fn error_run(kind: VerifierKind, reason: String) -> VerifierRun {
         signatures: Vec::new(),
         subject: None,
         platform: None,
+        attached: None,
     }
 }
 
@@ -816,6 +820,7 @@ fn new_run(kind: VerifierKind, repo: &Repository) -> VerifierRun {
         signatures: Vec::new(),
         subject: None,
         platform: None,
+        attached: None,
     }
 }
 
