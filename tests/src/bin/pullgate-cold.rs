@@ -8,9 +8,12 @@
 //! * `noop_ms`: exec of a static no-op, the floor both include.
 //!
 //! Medians over `--runs` (default 21) after one warm-up of each, and their
-//! ratio. Prints numbers, judges none.
+//! ratio. With `--baseline-agent PATH` (another build, e.g. before a change)
+//! both are measured in the same run, interleaved, and printed as
+//! `baseline_oneshot_cold_ms=` / `baseline_daemon_cold_ms=` too. Prints
+//! numbers, judges none.
 //!
-//! Usage: `pullgate-cold --agent PATH --verifier PATH --noop PATH [--runs 21]`
+//! Usage: `pullgate-cold --agent PATH --verifier PATH --noop PATH [--runs 21] [--baseline-agent PATH]`
 
 use pullgate_testkit::{Registry, RegistryOptions};
 use std::io::Write;
@@ -26,6 +29,7 @@ struct Options {
     verifier: PathBuf,
     noop: PathBuf,
     runs: usize,
+    baseline: Option<PathBuf>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -39,6 +43,7 @@ fn parse_options() -> Result<Options, String> {
             Ok(v) => v.parse().map_err(|e| format!("--runs {v:?}: {e}"))?,
             Err(_) => 21,
         },
+        baseline: take("baseline-agent").ok().map(PathBuf::from),
     };
     if let Some(k) = raw.keys().next() {
         return Err(format!("unknown option --{k}"));
@@ -58,8 +63,8 @@ fn timed(mut cmd: Command, stdin: &[u8]) -> (Duration, bool) {
     (started.elapsed(), ok)
 }
 
-fn oneshot(o: &Options, host: &str, config: &Path) -> Duration {
-    let mut c = Command::new(&o.agent);
+fn oneshot(agent: &Path, host: &str, config: &Path) -> Duration {
+    let mut c = Command::new(agent);
     c.args(["verify", &format!("{host}/signed:v1")]).arg("--config-dir").arg(config);
     let (t, ok) = timed(c, b"");
     assert!(ok, "the one-shot verify did not allow the signed image");
@@ -67,10 +72,10 @@ fn oneshot(o: &Options, host: &str, config: &Path) -> Duration {
 }
 
 /// Starts an agent, waits for its socket, times its first verification.
-fn daemon(o: &Options, host: &str, config: &Path) -> Duration {
+fn daemon(o: &Options, agent: &Path, host: &str, config: &Path) -> Duration {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("agent.sock");
-    let mut child = Command::new(&o.agent)
+    let mut child = Command::new(agent)
         .arg("run")
         .arg("--config-dir")
         .arg(config)
@@ -130,17 +135,28 @@ fn main() -> ExitCode {
     pullgate_testkit::install_notation_trust(config.path(), "trustpolicy.json", "e2e");
 
     eprintln!("pullgate-cold: 1 warm-up of each, then {} measured runs, interleaved", o.runs);
-    let _ = (oneshot(&o, &reg.host, config.path()), daemon(&o, &reg.host, config.path()));
-    let (mut one, mut dae, mut noop) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..o.runs.max(1) {
-        noop.push(timed(Command::new(&o.noop), b"").0);
-        one.push(oneshot(&o, &reg.host, config.path()));
-        dae.push(daemon(&o, &reg.host, config.path()));
+    let mut agents = vec![("", o.agent.clone())];
+    if let Some(b) = &o.baseline {
+        agents.push(("baseline_", b.clone()));
     }
-    let (one, dae, noop) = (median_ms(one), median_ms(dae), median_ms(noop));
-    println!("noop_ms={noop:.2}");
-    println!("oneshot_cold_ms={one:.2}");
-    println!("daemon_cold_ms={dae:.2}");
-    println!("ratio={:.2}", one / dae);
+    let mut times: Vec<(Vec<Duration>, Vec<Duration>)> = vec![(Vec::new(), Vec::new()); agents.len()];
+    let mut noop = Vec::new();
+    for round in 0..=o.runs.max(1) {
+        noop.push(timed(Command::new(&o.noop), b"").0);
+        for (i, (_, agent)) in agents.iter().enumerate() {
+            let (one, dae) = (oneshot(agent, &reg.host, config.path()), daemon(&o, agent, &reg.host, config.path()));
+            if round > 0 {
+                times[i].0.push(one);
+                times[i].1.push(dae);
+            }
+        }
+    }
+    println!("noop_ms={:.2}", median_ms(noop));
+    for ((prefix, _), (one, dae)) in agents.iter().zip(times) {
+        let (one, dae) = (median_ms(one), median_ms(dae));
+        println!("{prefix}oneshot_cold_ms={one:.2}");
+        println!("{prefix}daemon_cold_ms={dae:.2}");
+        println!("{prefix}ratio={:.2}", one / dae);
+    }
     ExitCode::SUCCESS
 }
