@@ -130,22 +130,46 @@ fn cut_json(v: &mut serde_json::Value, limit: usize) {
     }
 }
 
+/// The pulled image, as the policy input needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Pulled<'a> {
+    /// The parsed reference.
+    pub reference: &'a pullgate_reference::Reference,
+    /// The pulled digest.
+    pub digest: &'a pullgate_reference::Digest,
+    /// The descriptor's media type.
+    pub media_type: &'a str,
+    /// The descriptor's size.
+    pub size: u64,
+}
+
 /// The engine's hook: runs the policy that applies to this decision, if
 /// any, and folds its answer into `ev` (outcome, rule, source, a step and
 /// the [`PolicyReport`]).
 pub async fn apply(cfg: &Config, subject: &Subject, ev: &mut Evaluation) {
+    let pulled = Pulled {
+        reference: &subject.reference,
+        digest: &subject.digest,
+        media_type: &subject.media_type,
+        size: subject.size,
+    };
+    apply_to(cfg, pulled, ev).await;
+}
+
+/// [`apply`] for an image described by its parts (benchmarks, tests).
+pub async fn apply_to(cfg: &Config, pulled: Pulled<'_>, ev: &mut Evaluation) {
     if ev.source == Source::Allowlist {
         return;
     }
-    let (reference, digest) = (&subject.reference, &subject.digest);
+    let (reference, digest) = (pulled.reference, pulled.digest);
     let scope = cfg.scopes.iter().find(|s| s.images.iter().any(|p| p.matches(reference, digest)));
     let Some(bound) = cfg.policies.for_scope(scope.map(|s| s.name.as_str())) else { return };
     let digest = digest.to_string();
     let input = input::build(&input::Facts {
         reference,
         digest: &digest,
-        media_type: &subject.media_type,
-        size: subject.size,
+        media_type: pulled.media_type,
+        size: pulled.size,
         scope: scope.map(|s| (s.name.as_str(), s.action.kind())),
         mode: cfg.mode.as_str(),
         outcome: &ev.outcome,

@@ -82,10 +82,17 @@ pub struct Decision {
     pub rule: Option<String>,
 }
 
+/// Prepared engines kept per module for reuse; more concurrent evaluations clone the template.
+const MAX_POOLED: usize = 8;
+
 /// One compiled policy file, ready to evaluate many times.
-#[derive(Clone)]
+///
+/// Evaluations reuse prepared engines from a small pool (a clone of the
+/// compiled template costs more than the evaluation itself); each one sets
+/// its own input, and regorus clears its evaluation state on every call.
 pub struct Module {
-    engine: regorus::Engine,
+    template: regorus::Engine,
+    pool: std::sync::Mutex<Vec<regorus::Engine>>,
     limit: Duration,
 }
 
@@ -124,7 +131,7 @@ impl Module {
         }
         // Preparing (rule indexing, scheduling) happens once, here, not per decision.
         engine.compile_with_entrypoint(&ENTRYPOINT.into()).map_err(rego_error)?;
-        Ok(Module { engine, limit })
+        Ok(Module { template: engine, pool: std::sync::Mutex::new(Vec::new()), limit })
     }
 
     /// Evaluates [`ENTRYPOINT`] with `input` (JSON text).
@@ -140,12 +147,20 @@ impl Module {
         input_json: &str,
         data: Option<regorus::Value>,
     ) -> Result<regorus::Value, EvalError> {
-        let mut engine = self.engine.clone();
+        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut engine = pooled.unwrap_or_else(|| self.template.clone());
         engine.set_input_json(input_json).map_err(|e| EvalError::Input(e.to_string()))?;
+        // An engine given extra data is not the template any more: it is not pooled.
+        let reusable = data.is_none();
         if let Some(d) = data {
             engine.add_data(d).map_err(|e| EvalError::Input(e.to_string()))?;
         }
-        engine.eval_rule(rule.to_string()).map_err(|e| eval_error(&e, self.limit))
+        let result = engine.eval_rule(rule.to_string()).map_err(|e| eval_error(&e, self.limit));
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if reusable && pool.len() < MAX_POOLED {
+            pool.push(engine);
+        }
+        result
     }
 }
 
@@ -241,6 +256,18 @@ decision := {"allow": true, "reason": "tagged"} if input.image.tag != "latest"
     }
 
     #[test]
+    fn pooled_engines_keep_nothing_from_the_last_input() {
+        let m = Module::compile("policy/a.rego", ALLOW_TAGGED.as_bytes()).unwrap();
+        for i in 0..50 {
+            let (tag, allow) = if i % 3 == 0 { ("latest", false) } else { ("v1", true) };
+            let d = m.decide(&format!(r#"{{"image": {{"tag": "{tag}"}}}}"#)).unwrap();
+            assert_eq!(d.allow, allow, "round {i}");
+            // A failed evaluation leaves no state behind either.
+            assert!(m.decide("not json").is_err());
+        }
+    }
+
+    #[test]
     fn compile_errors_name_the_line() {
         let bad = "package pullgate\n\ndecision := {\"allow\": true\n  reason oops\n";
         match Module::compile("policy/bad.rego", bad.as_bytes()) {
@@ -285,6 +312,30 @@ decision := {"allow": n > 0, "reason": "counted"}
         match m.decide("{}") {
             Err(EvalError::TimedOut(_)) => {}
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// Every full module in docs/rego.md compiles and decides on the documented input;
+    /// the deny-latest example denies `latest`.
+    #[test]
+    fn the_guide_examples_work() {
+        let guide = include_str!("../../../docs/rego.md");
+        let blocks = |lang: &str| -> Vec<String> {
+            let fence = format!("```{lang}\n");
+            guide.split(fence.as_str()).skip(1).map(|b| b.split("```").next().unwrap().to_string()).collect()
+        };
+        let input: serde_json::Value = serde_json::from_str(&blocks("json")[0]).unwrap();
+        let mut latest = input.clone();
+        latest["image"]["tag"] = "latest".into();
+        let modules: Vec<String> = blocks("rego").into_iter().filter(|b| b.starts_with("package pullgate\n")).collect();
+        assert!(modules.len() >= 5, "{}", modules.len());
+        for m in &modules {
+            let module = Module::compile("guide.rego", m.as_bytes()).unwrap_or_else(|e| panic!("{e}\n{m}"));
+            module.decide(&input.to_string()).unwrap_or_else(|e| panic!("{e}\n{m}"));
+            if m.contains("\"deny-latest\"") {
+                let d = module.decide(&latest.to_string()).unwrap();
+                assert_eq!((d.allow, d.rule.as_deref()), (false, Some("deny-latest")));
+            }
         }
     }
 
