@@ -271,3 +271,62 @@ fn a_scope_overrides_the_failure_policy_and_break_glass_allows_loudly() {
 fn humantime_until(secs: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now() + std::time::Duration::from_secs(secs)).to_string()
 }
+
+/// Copies the fixture trust policy and the fixture CA store `store` into
+/// `config_dir/dir/` as a trust set's `trustpolicy.json` and `truststore`
+/// (store name `e2e`, as the fixture policy names it).
+fn notation_set(config_dir: &std::path::Path, dir: &str, store: &str) {
+    let n = fixtures_dir().join("notation");
+    let dest = config_dir.join(dir).join("truststore/x509/ca/e2e");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::copy(n.join("trustpolicy/trustpolicy.json"), config_dir.join(dir).join("trustpolicy.json")).unwrap();
+    for e in std::fs::read_dir(n.join("truststore/x509/ca").join(store)).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dest.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn notation_trust_sets_keep_teams_apart_too() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reg = rt.block_on(Registry::start(RegistryOptions::default()));
+    let layout = fixtures_dir().join("notation/oci-layouts/e2e-valid-signature");
+    for repo in ["team-a/app", "team-b/app"] {
+        rt.block_on(reg.push_layout(repo, &layout));
+    }
+    let host = &reg.host;
+    let a = AgentFiles::new(&format!(
+        r#"
+defaultAction = "deny"
+[registries."{host}"]
+insecure = true
+[[scopes]]
+name = "team-a"
+images = ["{host}/team-a/**"]
+action = "verify"
+verify = {{ require = ["notation"], trust = ["team-a"] }}
+[[scopes]]
+name = "team-b"
+images = ["{host}/team-b/**"]
+action = "verify"
+verify = {{ require = ["notation"], trust = ["team-b"] }}
+[trust.team-a.notation]
+trustPolicy = "team-a/trustpolicy.json"
+trustStore = "team-a/truststore"
+[trust.team-b.notation]
+trustPolicy = "team-b/trustpolicy.json"
+trustStore = "team-b/truststore"
+"#
+    ));
+    // The image is signed under the e2e CA: team A trusts it, team B trusts another CA.
+    notation_set(&a.config_dir, "team-a", "e2e");
+    notation_set(&a.config_dir, "team-b", "e2e-other");
+    let a = a.start(&[]);
+    let d = pullgate_tests::fixture_descriptors().manifest;
+    let run = a.verify(&format!("{host}/team-a/app:v1"), &d);
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert!(run.stdout.contains("(trust set team-a)"), "{}", run.stdout);
+    let run = a.verify(&format!("{host}/team-b/app:v1"), &d);
+    assert_eq!(run.code, Some(1), "team A's CA must not admit team B's image: {}", run.stdout);
+    assert!(run.stdout.contains("authenticity failed"), "{}", run.stdout);
+}
