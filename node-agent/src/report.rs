@@ -554,6 +554,9 @@ pub fn render(r: &Report) -> String {
             v.referrers.as_deref().unwrap_or("-"),
             v.reason
         ));
+        if let Some(subject) = &v.subject {
+            s.push_str(&format!("  on manifest {subject} ({})\n", v.platform.as_deref().unwrap_or("no platform")));
+        }
         for sig in &v.signatures {
             s.push_str(&format!(
                 "  signature {} ({}) signer {} policy {} level {}: {}\n",
@@ -562,7 +565,11 @@ pub fn render(r: &Report) -> String {
                 sig.signer.as_deref().unwrap_or("-"),
                 sig.policy.as_deref().unwrap_or("-"),
                 sig.level.as_deref().unwrap_or("-"),
-                if sig.verified { "verified" } else { "NOT verified" }
+                match (sig.verified, &sig.trust_set) {
+                    (true, Some(t)) => format!("verified under trust set {t}"),
+                    (true, None) => "verified".to_string(),
+                    (false, _) => "NOT verified".to_string(),
+                }
             ));
             for c in &sig.checks {
                 s.push_str(&format!("    {:<19} {:<13} {}\n", c.check, c.status, c.reason));
@@ -673,6 +680,36 @@ mod tests {
         // Text with no items is still capped.
         let plain = summarize(&"x".repeat(100_000));
         assert!(plain.len() <= MAX_DECISION_REASON_BYTES && plain.ends_with(pullgate_wire::TRUNCATED));
+    }
+
+    #[test]
+    fn render_names_the_manifest_and_the_trust_set() {
+        let mut r = report("r1", "sha256:i");
+        let sig = SignatureReport {
+            manifest: "sha256:sig".into(),
+            envelope_media_type: String::new(),
+            signer: Some("key k".into()),
+            policy: None,
+            level: None,
+            verified: true,
+            checks: vec![],
+            facts: SignatureFacts::default(),
+            trust_set: Some("team-a".into()),
+        };
+        r.verification.push(VerifierRun {
+            verifier: "cosign".into(),
+            result: "pass".into(),
+            reason: "ok".into(),
+            registry: None,
+            referrers: None,
+            signatures: vec![sig],
+            subject: Some("sha256:arm".into()),
+            platform: Some("linux/arm64".into()),
+            attached: None,
+        });
+        let text = render(&r);
+        assert!(text.contains("  on manifest sha256:arm (linux/arm64)\n"), "{text}");
+        assert!(text.contains("verified under trust set team-a"), "{text}");
     }
 
     #[test]
