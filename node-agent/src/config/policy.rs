@@ -1,8 +1,13 @@
-//! `policy = "policy/FILE.rego"` and `policyMode` on the whole config and
-//! on scopes: validated paths, then every named file compiled once for the
-//! generation (a file used by several scopes compiles once). A file that
-//! does not compile makes the generation invalid, with an [`Issue`] naming
-//! `FILE:LINE`.
+//! `policy = "policy/FILE.rego"` and `policyMode` on the whole config, on
+//! `[trust.NAME]` sets and on scopes: validated paths, then every named
+//! file compiled once for the generation (a file used by several scopes
+//! compiles once). A file that does not compile makes the generation
+//! invalid, with an [`Issue`] naming `FILE:LINE:COL`.
+//!
+//! Which policy a scope runs is settled here: its own `policy`, else the
+//! policy of the one trust set in its `verify.trust` that has one (two sets
+//! with different policies are an issue: give the scope its own), else the
+//! top-level one (resolved per decision by [`Policies::for_scope`]).
 
 use super::files::safe_relative;
 use super::{CONFIG_FILE, Issue, issue, raw};
@@ -17,7 +22,7 @@ pub struct PolicyRefs {
     scopes: Vec<(String, PolicyRef)>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct PolicyRef {
     path: String,
     mode: PolicyMode,
@@ -28,16 +33,53 @@ struct PolicyRef {
 /// Checks the `policy` / `policyMode` fields of the file and its scopes.
 pub(super) fn parse_refs(raw: &raw::File, issues: &mut Vec<Issue>) -> PolicyRefs {
     let global = parse_one(raw.policy.as_deref(), raw.policy_mode, "", issues);
-    let scopes = raw
-        .scopes
+    let sets: BTreeMap<&str, PolicyRef> = raw
+        .trust
         .iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
-            let at = format!("scopes[{i}].");
-            parse_one(s.policy.as_deref(), s.policy_mode, &at, issues).map(|r| (s.name.clone(), r))
+        .filter_map(|(name, t)| {
+            let at = format!("trust.{name}.");
+            parse_one(t.policy.as_deref(), t.policy_mode, &at, issues).map(|r| (name.as_str(), r))
         })
         .collect();
+    let mut scopes = Vec::new();
+    for (i, s) in raw.scopes.iter().enumerate() {
+        let at = format!("scopes[{i}].");
+        let own = parse_one(s.policy.as_deref(), s.policy_mode, &at, issues);
+        if let Some(r) = own.or_else(|| from_trust_sets(s, &sets, &at, issues)) {
+            scopes.push((s.name.clone(), r));
+        }
+    }
     PolicyRefs { global, scopes }
+}
+
+/// The policy a scope without its own gets from the trust sets it names.
+fn from_trust_sets(
+    s: &raw::Scope,
+    sets: &BTreeMap<&str, PolicyRef>,
+    at: &str,
+    issues: &mut Vec<Issue>,
+) -> Option<PolicyRef> {
+    let names = s.verify.as_ref().and_then(|v| v.trust.as_ref())?;
+    let mut found: Vec<(&str, &PolicyRef)> = Vec::new();
+    for n in names {
+        if let Some(r) = sets.get(n.as_str())
+            && !found.iter().any(|(_, f)| (&f.path, f.mode) == (&r.path, r.mode))
+        {
+            found.push((n, r));
+        }
+    }
+    match found.as_slice() {
+        [] => None,
+        [(_, r)] => Some((*r).clone()),
+        many => {
+            let names: Vec<&str> = many.iter().map(|(n, _)| *n).collect();
+            issues.push(issue(
+                &format!("{at}verify.trust"),
+                format!("trust sets {names:?} each have a different policy and a scope runs one; give the scope its own policy"),
+            ));
+            None
+        }
+    }
 }
 
 fn parse_one(path: Option<&str>, mode: Option<PolicyMode>, at: &str, issues: &mut Vec<Issue>) -> Option<PolicyRef> {
@@ -125,6 +167,54 @@ mod tests {
         let (_, issues) = refs("policyMode = \"override\"");
         assert_eq!(issues[0].field, "policyMode");
         assert!(toml::from_str::<raw::File>("policyMode = \"loose\"\npolicy = \"p.rego\"").is_err());
+    }
+
+    #[test]
+    fn scopes_get_their_trust_sets_policy_unless_they_have_one() {
+        let toml = r#"
+            policy = "policy/all.rego"
+            [trust.team-a]
+            sigstore = { keys = ["a.pub"] }
+            policy = "policy/a.rego"
+            [trust.team-b]
+            sigstore = { keys = ["b.pub"] }
+            policy = "policy/b.rego"
+            policyMode = "override"
+            [trust.plain]
+            sigstore = { keys = ["c.pub"] }
+            [[scopes]]
+            name = "a"
+            images = ["ghcr.io/a/**"]
+            action = "verify"
+            verify = { require = ["cosign"], trust = ["plain", "team-a"] }
+            [[scopes]]
+            name = "own"
+            images = ["ghcr.io/own/**"]
+            action = "verify"
+            verify = { require = ["cosign"], trust = ["team-a"] }
+            policy = "policy/own.rego"
+            [[scopes]]
+            name = "plain"
+            images = ["ghcr.io/plain/**"]
+            action = "verify"
+            verify = { require = ["cosign"], trust = ["plain"] }
+            [[scopes]]
+            name = "both"
+            images = ["ghcr.io/both/**"]
+            action = "verify"
+            verify = { require = ["cosign"], trust = ["team-a", "team-b"] }
+        "#;
+        let (r, issues) = refs(toml);
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].field, "scopes[3].verify.trust");
+        let files: Vec<(String, Vec<u8>)> =
+            ["all", "a", "b", "own"].iter().map(|n| (format!("policy/{n}.rego"), GOOD.as_bytes().to_vec())).collect();
+        let p = compile(r, &files).unwrap();
+        assert_eq!(p.for_scope(Some("a")).unwrap().file, "policy/a.rego");
+        assert_eq!(p.for_scope(Some("own")).unwrap().file, "policy/own.rego");
+        assert_eq!(p.for_scope(Some("plain")).unwrap().file, "policy/all.rego", "no set policy: the top-level one");
+        let (_, issues) = refs("[trust.x]\nsigstore = { keys = [\"a.pub\"] }\npolicyMode = \"override\"\n");
+        assert_eq!(issues[0].field, "trust.x.policyMode");
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct File {
 pub struct TrustSet {
     pub notation: Option<Notation>,
     pub sigstore: Option<Sigstore>,
+    pub policy: Option<String>,
+    pub policy_mode: Option<crate::policy::PolicyMode>,
 }
 
 #[derive(Deserialize)]
