@@ -155,3 +155,60 @@ fn an_index_larger_than_containerd_said_or_than_the_cap_is_a_deny() {
     assert_eq!(run.code, Some(1), "{}", run.stdout);
     assert!(run.stdout.contains("more than 1048576"), "{}", run.stdout);
 }
+
+#[test]
+fn attestation_manifests_and_nested_indexes_are_not_platform_manifests() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reg = rt.block_on(Registry::start(RegistryOptions::default()));
+    let key = CosignKey::generate();
+    let repo = "buildkit";
+    let (index, arm64) = rt.block_on(async {
+        let amd64 = push_platform_image(&reg, repo, "linux/amd64").await;
+        let arm64 = push_platform_image(&reg, repo, "linux/arm64").await;
+        let attestation = push_platform_image(&reg, repo, "unknown/unknown").await;
+        let nested = push_index(&reg, repo, "nested", &[("linux/amd64", &amd64)]).await;
+        let entry = |p: &Pushed, platform: serde_json::Value, annotations: serde_json::Value| {
+            serde_json::json!({"mediaType": p.media_type, "digest": p.digest, "size": p.size,
+                "platform": platform, "annotations": annotations})
+        };
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                entry(&amd64, serde_json::json!({"os": "linux", "architecture": "amd64"}), serde_json::json!({})),
+                entry(&arm64, serde_json::json!({"os": "linux", "architecture": "arm64"}), serde_json::json!({})),
+                entry(&attestation, serde_json::json!({"os": "unknown", "architecture": "unknown"}),
+                    serde_json::json!({"vnd.docker.reference.type": "attestation-manifest",
+                        "vnd.docker.reference.digest": amd64.digest})),
+                entry(&nested, serde_json::json!({"os": "linux", "architecture": "arm64"}), serde_json::json!({})),
+            ],
+        }))
+        .unwrap();
+        let pushed = Pushed {
+            digest: pullgate_testkit::sha256(&index),
+            size: index.len() as u64,
+            media_type: "application/vnd.oci.image.index.v1+json".into(),
+        };
+        reg.push_manifest(repo, "v1", &pushed.media_type, index).await;
+        let name = format!("{}/{repo}", reg.host);
+        // Only the two runnable platform manifests are signed.
+        for p in [&amd64, &arm64] {
+            attach_cosign(&reg, repo, &p.digest, &[key.sign(&name, &p.digest)]).await;
+        }
+        (pushed, arm64)
+    });
+    let name = format!("{}/{repo}:v1", reg.host);
+    let a = agent(&reg.host, &key, "every", "linux/arm64");
+    let run = a.verify(&name, &descriptor(&index));
+    assert_eq!(run.code, Some(0), "unsigned attestation and nested index entries are not required: {}", run.stdout);
+    let report = a.explain(&run.report_id());
+    let subjects: Vec<&str> =
+        report["verification"].as_array().unwrap().iter().filter_map(|r| r["subject"].as_str()).collect();
+    assert_eq!(subjects.len(), 2, "exactly the two platform manifests: {report}");
+    drop(a);
+    // The node's pick is never the attestation manifest or the nested index.
+    let a = agent(&reg.host, &key, "index-or-node", "linux/arm64");
+    let run = a.verify(&name, &descriptor(&index));
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert!(run.stdout.contains(&arm64.digest), "{}", run.stdout);
+}
