@@ -27,9 +27,12 @@ pub struct Rate {
     pub burst: u32,
 }
 
+/// The default bounds a runaway storm at one endpoint without slowing a
+/// verification that examines many attached artifacts (the examination
+/// budget, not the bucket, bounds those).
 impl Default for Rate {
     fn default() -> Self {
-        Rate { per_second: 50.0, burst: 100 }
+        Rate { per_second: 1000.0, burst: 1000 }
     }
 }
 
