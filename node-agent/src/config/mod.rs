@@ -225,11 +225,15 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
     let default_trust = scope::Provides { notation: refs.notation.is_some(), sigstore: refs.sigstore.is_some() };
     let (sets, provides) = trust::parse_sets(raw.trust, default_trust, &mut issues);
     refs.trust = sets;
-    scope::check_trust(&scopes, &provides, &mut issues, &mut warnings);
+    scope::check_trust(&scopes, &provides, &mut issues);
     let sbom = raw.sbom.map(|s| std::sync::Arc::new(attachments::parse_sbom(s, &provides, &mut issues)));
     let vulnerability =
         raw.vulnerability.map(|v| std::sync::Arc::new(attachments::parse_vulnerability(v, &provides, &mut issues)));
     attachments::check_scopes(&scopes, sbom.is_some(), vulnerability.is_some(), &mut issues);
+    let discoveries = [sbom.as_deref().map(|s| &s.discovery), vulnerability.as_deref().map(|v| &v.discovery)];
+    let attachment_sets: Vec<String> =
+        discoveries.into_iter().flatten().flat_map(|d| d.signed_by.clone().unwrap_or_default()).collect();
+    scope::warn_unused_sets(&scopes, &provides, &attachment_sets, &mut warnings);
     let cache = cache::parse_cache(raw.cache, &mut issues);
     let cluster = cluster::parse_cluster(raw.cluster, &mut issues, &mut warnings);
     let break_glass = raw.break_glass.and_then(|b| crate::breakglass::parse_config(&b.until, &b.reason, &mut issues));

@@ -197,20 +197,12 @@ impl Provides {
 }
 
 /// Every trust set a scope names must exist and serve one of its verifiers;
-/// every verifier it requires must be served by one of its sets. Named
-/// sets no scope uses are warned about.
-pub(super) fn check_trust(
-    scopes: &[Scope],
-    sets: &BTreeMap<String, Provides>,
-    issues: &mut Vec<Issue>,
-    warnings: &mut Vec<Issue>,
-) {
-    let mut used = HashSet::new();
+/// every verifier it requires must be served by one of its sets.
+pub(super) fn check_trust(scopes: &[Scope], sets: &BTreeMap<String, Provides>, issues: &mut Vec<Issue>) {
     for (i, s) in scopes.iter().enumerate() {
         let Action::Verify(r) = &s.action else { continue };
         let field = format!("scopes[{i}].verify.trust");
         for name in r.trust() {
-            used.insert(name.as_str());
             match sets.get(name) {
                 None if name == DEFAULT_TRUST => {}
                 None => issues.push(issue(&field, format!("no trust set {name:?}: define [trust.{name}]"))),
@@ -224,6 +216,22 @@ pub(super) fn check_trust(
             if !r.trust().iter().any(|n| sets.get(n).is_some_and(|p| p.serves(*k))) {
                 issues.push(issue(&format!("scopes[{i}].verify.require"), missing_trust(*k, r.trust())));
             }
+        }
+    }
+}
+
+/// Named sets that neither a scope nor `also` (the sets `[sbom]` and
+/// `[vulnerability]` name for their attachments' signatures) uses are warned about.
+pub(super) fn warn_unused_sets(
+    scopes: &[Scope],
+    sets: &BTreeMap<String, Provides>,
+    also: &[String],
+    warnings: &mut Vec<Issue>,
+) {
+    let mut used: HashSet<&str> = also.iter().map(String::as_str).collect();
+    for s in scopes {
+        if let Action::Verify(r) = &s.action {
+            used.extend(r.trust().iter().map(String::as_str));
         }
     }
     for name in sets.keys().filter(|n| *n != DEFAULT_TRUST && !used.contains(n.as_str())) {
@@ -313,6 +321,16 @@ mod tests {
         assert!(e.contains("trust.default:") && e.contains("trust.x: empty"), "{e}");
         let e = parse("[trust.t.sigstore]\nkeys=[\"../k\"]\n").unwrap_err();
         assert!(e.contains("trust.t.sigstore.keys[0]") && e.contains("trust.t.sigstore.requireTlog"), "{e}");
+    }
+
+    #[test]
+    fn a_set_named_only_by_sbom_is_used() {
+        let text = format!(
+            "[sbom]\nrequireSigned = true\ntrust = [\"spare\"]\n{}",
+            scope(r#"{ require = ["cosign"], trust = ["team-a", "team-b"] }"#)
+        );
+        let (_, w) = parse(&text).unwrap();
+        assert!(!w.iter().any(|i| i.field == "trust.spare"), "{w:?}");
     }
 
     #[test]
