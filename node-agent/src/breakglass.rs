@@ -91,8 +91,25 @@ impl BreakGlass {
 
 /// Validates `breakGlass` from `pullgate.toml` against the clock now; each
 /// problem becomes an issue at `breakGlass.until` or `breakGlass.reason`.
-pub(crate) fn parse_config(until: &str, reason: &str, issues: &mut Vec<crate::config::Issue>) -> Option<BreakGlass> {
-    match BreakGlass::parse(until, reason, SystemTime::now()) {
+///
+/// A break-glass that has already ended is a warning, not an issue: it allows
+/// nothing any more, and a node that restarts with the old config still in
+/// place must get its typed policy back, not lose its config.
+pub(crate) fn parse_config(
+    until: &str,
+    reason: &str,
+    issues: &mut Vec<crate::config::Issue>,
+    warnings: &mut Vec<crate::config::Issue>,
+) -> Option<BreakGlass> {
+    let now = SystemTime::now();
+    if humantime::parse_rfc3339(until).is_ok_and(|t| t <= now) {
+        warnings.push(crate::config::issue(
+            "breakGlass.until",
+            format!("{until} has passed: break-glass has ended and allows nothing; remove it"),
+        ));
+        return None;
+    }
+    match BreakGlass::parse(until, reason, now) {
         Ok(b) => Some(b),
         Err(errors) => {
             for (field, why) in errors {

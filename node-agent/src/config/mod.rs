@@ -16,8 +16,8 @@
 
 mod attachments;
 mod cache;
-mod endpoints;
 mod cluster;
+mod endpoints;
 mod files;
 mod policy;
 mod raw;
@@ -236,7 +236,8 @@ fn parse_raw(bytes: &[u8]) -> Result<(Config, Vec<Issue>, FileRefs), Vec<Issue>>
     scope::warn_unused_sets(&scopes, &provides, &attachment_sets, &mut warnings);
     let cache = cache::parse_cache(raw.cache, &mut issues);
     let cluster = cluster::parse_cluster(raw.cluster, &mut issues, &mut warnings);
-    let break_glass = raw.break_glass.and_then(|b| crate::breakglass::parse_config(&b.until, &b.reason, &mut issues));
+    let break_glass =
+        raw.break_glass.and_then(|b| crate::breakglass::parse_config(&b.until, &b.reason, &mut issues, &mut warnings));
     let node_platform = raw.node_platform.and_then(|p| {
         crate::platform::Platform::parse(&p).map_err(|e| issues.push(issue("nodePlatform", e.to_string()))).ok()
     });

@@ -379,8 +379,11 @@ mod tests {
             humantime::format_rfc3339_seconds(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
         let (c, _) = parse(&format!("breakGlass = {{ until = \"{soon}\", reason = \"INC-1\" }}")).unwrap();
         assert!(c.break_glass.unwrap().active_at(std::time::SystemTime::now()));
-        let e = parse("breakGlass = { until = \"2020-01-01T00:00:00Z\", reason = \"old\" }").unwrap_err();
-        assert!(e.contains("breakGlass.until") && e.contains("not in the future"), "{e}");
+        // Ended: no effect and a warning, so a restart with the old config keeps the typed policy.
+        let (c, w) = parse("breakGlass = { until = \"2020-01-01T00:00:00Z\", reason = \"old\" }").unwrap();
+        assert!(c.break_glass.is_none());
+        let w: Vec<String> = w.iter().map(ToString::to_string).collect();
+        assert!(w.iter().any(|w| w.contains("breakGlass.until") && w.contains("has passed")), "{w:?}");
         let late =
             humantime::format_rfc3339_seconds(std::time::SystemTime::now() + std::time::Duration::from_secs(90_000));
         let e = parse(&format!("breakGlass = {{ until = \"{late}\", reason = \"x\" }}")).unwrap_err();
