@@ -374,7 +374,6 @@ fn skip_or_fail<T>(
             exam.ignore(manifest, format!("cannot be fetched: {e}"));
             Ok(None)
         }
-        E::Deadline { .. } => Err(format!("fetching attachment {manifest}: {e}")),
         _ => Err(format!("fetching attachment {manifest}: {e}")),
     }
 }
