@@ -254,6 +254,7 @@ fn sboms_that_do_not_describe_this_image_are_ignored() {
     assert!(line.contains("no usable SBOM"), "{line}");
     // The directory scan names no image; the image SBOM attached to another image names this one.
     let dir = rt.block_on(repo.attach(fixture("sbom/rootfs-dir.syft.spdx.json"), SPDX, "2026-11-22T10:23:37Z"));
+    let dir_cdx = rt.block_on(repo.attach(fixture("sbom/rootfs-dir.syft.cdx.json"), CDX, "2026-11-22T10:23:37Z"));
     let other =
         Descriptor { media_type: OCI_MANIFEST.into(), digest: format!("sha256:{}", "ab".repeat(32)), size: 403 };
     let misplaced =
@@ -262,7 +263,7 @@ fn sboms_that_do_not_describe_this_image_are_ignored() {
     assert_eq!(code, Some(1), "{line}");
     assert!(line.contains("no usable SBOM"), "{line}");
     let ignored = att["ignored"].to_string();
-    assert!(ignored.contains(&dir) && ignored.contains("names no image digest"), "{att}");
+    assert!(ignored.contains(&dir) && ignored.contains(&dir_cdx) && ignored.contains("names no image digest"), "{att}");
     // The misplaced one is listed under the other image only: verifying that image finds it describes ours.
     let files = AgentFiles::new(&toml).start(&[]);
     let run = files.verify(&format!("{}/unbound:other", reg.host), &other);
