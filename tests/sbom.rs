@@ -366,6 +366,38 @@ fn signed_attachments_are_believed_only_with_a_trusted_signature() {
 }
 
 #[test]
+fn a_named_trust_set_signs_attachments_and_a_flood_is_bounded() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reg = rt.block_on(Registry::start(RegistryOptions::default()));
+    let (scanner, scanner_pem) = key();
+    let mut repo = rt.block_on(Repo::new(&reg, "scanners"));
+    let report = rt.block_on(repo.attach(fixture("sarif/grype-image.sarif.json"), SARIF, "2026-11-01T00:00:00Z"));
+    rt.block_on(repo.sign(&scanner, &report));
+    let tables = "[trust.scanners]\nsigstore = { keys = [\"keys/scanner.pub\"], requireTlog = false }\n\
+                  [vulnerability]\nrequireSigned = true\ntrust = [\"scanners\"]\nseverity = \"critical\"";
+    let toml = config(&reg.host, "", "\"vulnerability\"", tables);
+    let files = [("keys/scanner.pub", scanner_pem.as_str())];
+    let (code, line, att) = verdict(&repo, &toml, &files);
+    assert_eq!(code, Some(0), "{line}");
+    assert_eq!(att["document"], report.as_str());
+    // Twelve newer unsigned reports: only the newest eight are examined, so the signed one is
+    // never reached and the verdict is a deny (never an allow on an unsigned report).
+    for i in 0..12 {
+        rt.block_on(repo.attach(fixture("sarif/grype-image.sarif.json"), SARIF, &format!("2026-11-02T00:00:{i:02}Z")));
+    }
+    let (code, line, att) = verdict(&repo, &toml, &files);
+    assert_eq!(code, Some(1), "{line}");
+    let ignored = att["ignored"].as_array().unwrap();
+    assert_eq!(ignored.iter().filter(|i| i["reason"].as_str().unwrap().contains("not believed")).count(), 8, "{att}");
+    assert!(
+        ignored
+            .iter()
+            .any(|i| i["manifest"] == report.as_str() && i["reason"].as_str().unwrap().contains("older ones")),
+        "{att}"
+    );
+}
+
+#[test]
 fn vulnerability_reports_decide_through_the_registry() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let reg = rt.block_on(Registry::start(RegistryOptions::default()));

@@ -199,6 +199,7 @@ impl Exam<'_> {
     fn ignore(&mut self, manifest: &str, reason: String) {
         tracing::debug!(manifest, reason = %reason, "attachment ignored");
         if self.report.ignored.len() < MAX_IGNORED {
+            let reason = reason.chars().take(MAX_DETAIL).collect();
             self.report.ignored.push(IgnoredAttachment { manifest: manifest.into(), reason });
         }
     }
@@ -264,7 +265,7 @@ fn decided(run: VerifierRun, mut report: AttachedReport, b: Believed, kind: Kind
     let d = b.decision;
     report.document = Some(b.manifest.clone());
     report.artifact_type = Some(b.artifact_type);
-    report.signed = b.signed;
+    report.signed = b.signed.map(|s| s.chars().take(MAX_DETAIL).collect());
     report.summary = d.summary.clone();
     report.omitted = d.omitted;
     report.findings = d
