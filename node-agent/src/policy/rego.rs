@@ -210,7 +210,11 @@ fn eval_error(e: &anyhow::Error, limit: Duration) -> EvalError {
     if text.contains("execution exceeded time limit") || text.contains("time limit") {
         return EvalError::TimedOut(limit);
     }
-    EvalError::Failed(pullgate_wire::truncate(&text, MAX_DECISION_TEXT, pullgate_wire::TRUNCATED))
+    let (line, column) = error_location(&text);
+    let said: Vec<&str> = text.lines().filter_map(|l| l.trim().strip_prefix("error: ")).collect();
+    let what = if said.is_empty() { pullgate_wire::one_line(&text) } else { said.join("; ") };
+    let at = if line > 0 { format!("line {line}, column {column}: ") } else { String::new() };
+    EvalError::Failed(pullgate_wire::truncate(&format!("{at}{what}"), MAX_DECISION_TEXT, pullgate_wire::TRUNCATED))
 }
 
 /// `{ "allow": bool, "reason": string, "rule"?: string }`; other keys are ignored.
@@ -296,6 +300,25 @@ decision := {"allow": true, "reason": "tagged"} if input.image.tag != "latest"
             let m = Module::compile("p.rego", format!("package pullgate\n{rule}\n").as_bytes()).unwrap();
             let e = m.decide("{}").unwrap_err();
             assert!(e.to_string().contains(want), "{rule}: {e}");
+        }
+    }
+
+    #[test]
+    fn reasons_from_a_policy_are_bounded_and_one_line() {
+        let src = "package pullgate\n\ndecision := {\"allow\": false, \"reason\": concat(\"\\n\", [sprintf(\"%d\", [x]) | some x in numbers.range(1, 2000)]), \"rule\": 7}\n";
+        let m = Module::compile("p.rego", src.as_bytes()).unwrap();
+        let d = m.decide("{}").unwrap();
+        assert!(d.reason.len() <= MAX_DECISION_TEXT + 32 && !d.reason.contains('\n'), "{}", d.reason.len());
+        assert_eq!(d.rule, None, "a rule that is not a string is ignored");
+    }
+
+    #[test]
+    fn run_time_errors_are_one_located_line() {
+        let src = "package pullgate\n\ndecision := {\"allow\": true, \"reason\": concat(\",\", [1, 2])}\n";
+        let m = Module::compile("p.rego", src.as_bytes()).unwrap();
+        match m.decide("{}") {
+            Err(EvalError::Failed(why)) => assert!(why.starts_with("line 3, column ") && !why.contains('\n'), "{why}"),
+            other => panic!("{other:?}"),
         }
     }
 
