@@ -524,6 +524,10 @@ impl Engine {
         trace: &mut Trace,
     ) -> (Verdict, String) {
         let Some(bg) = cfg.break_glass.as_ref().filter(|b| b.active_at(SystemTime::now())) else {
+            // Ended (or none): the gauge drops on the first decision after `until`, not at the next tick.
+            if let (Some(m), Some(_)) = (&self.metrics, &cfg.break_glass) {
+                m.break_glass().set_active(false);
+            }
             return (verdict, reason);
         };
         self.counters.break_glass.fetch_add(1, Ordering::Relaxed);
