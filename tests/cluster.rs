@@ -330,6 +330,14 @@ async fn agent_verdicts_are_the_same_with_shared_poisoned_dead_or_absent_redis()
     verdicts(&second, "Redis poisoned");
     drop(second);
 
+    // The second agent re-published what it fetched: a third one verifies
+    // the signed image without asking the registry for anything.
+    let shared = agent_files(&reg.host, &cluster_table(&redis.url(), &prefix)).start(&[]);
+    let before = quiet_count(&reg);
+    shared.verify(&signed, &image).allowed();
+    assert_eq!(quiet_count(&reg) - before, 0, "the agent used the shared, checked artifacts");
+    drop(shared);
+
     redis.kill();
     let third = agent_files(&reg.host, &cluster_table(&redis.url(), &prefix)).start(&[]);
     verdicts(&third, "Redis dead");
@@ -396,4 +404,119 @@ async fn a_wrong_password_or_a_dead_redis_at_start_does_not_stop_the_agent() {
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
     let agent = agent_files(&reg.host, &cluster_table(&format!("redis://127.0.0.1:{port}"), "dead")).start(&[]);
     agent.verify(&signed, &image).allowed();
+}
+
+/// Redis processes started for a topology test; killed on drop.
+struct Processes(Vec<Child>, Vec<tempfile::TempDir>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+}
+
+/// `redis-server` with `args` in a fresh directory, once it listens.
+fn spawn_redis(p: &mut Processes, port: u16, args: &[String]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new("redis-server");
+    cmd.args(args)
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    p.0.push(cmd.spawn().expect("redis-server"));
+    p.1.push(dir);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "redis-server did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Publishes through one node's tier and reads through another's, for several keys.
+async fn round_trip(mk: impl Fn() -> ClusterTier) {
+    let (a, b) = (mk(), mk());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 0..16u8 {
+        let bytes = vec![i; 100 + usize::from(i)];
+        let digest = pullgate_registry::sha256_digest(&bytes);
+        a.put(SharedKind::Content, &digest, &bytes, deadline).await;
+        let got = b.get(SharedKind::Content, &digest, 1000, deadline).await.expect("a shared value");
+        assert_eq!(got.bytes, bytes);
+    }
+    let lease = a.try_lease(SharedKind::Tag, "r/x:1", deadline).await;
+    assert!(matches!(lease, pullgate_registry::shared::Lease::Taken(_)), "{lease:?}");
+    assert_eq!(b.try_lease(SharedKind::Tag, "r/x:1", deadline).await, pullgate_registry::shared::Lease::HeldElsewhere);
+    assert_eq!(a.counts().fallbacks + b.counts().fallbacks, 0, "{:?} {:?}", a.counts(), b.counts());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_mode_reaches_the_primary_the_sentinel_names() {
+    let Some(primary) = Redis::start(None) else { return };
+    let mut p = Processes(Vec::new(), Vec::new());
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(&conf, format!("sentinel monitor pgprimary 127.0.0.1 {} 1\n", primary.port)).expect("conf");
+    spawn_redis(&mut p, port, &[conf.display().to_string(), "--sentinel".into()]);
+    p.1.push(dir);
+    let url = format!("redis://127.0.0.1:{port}");
+    let prefix = fresh_prefix();
+    round_trip(|| {
+        let mut s = settings(&url, &prefix);
+        s.mode = pullgate_cluster::Mode::Sentinel { master: "pgprimary".into() };
+        s.timeout = Duration::from_secs(2);
+        ClusterTier::new(s, None).expect("tier")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_routes_keys_across_a_three_node_redis_cluster() {
+    if Command::new("redis-server").arg("--version").output().is_err()
+        || Command::new("redis-cli").arg("--version").output().is_err()
+    {
+        println!("skipped: redis-server or redis-cli is not installed");
+        return;
+    }
+    let mut p = Processes(Vec::new(), Vec::new());
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    for port in &ports {
+        let args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"].map(String::from);
+        spawn_redis(&mut p, *port, &args);
+    }
+    let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&nodes)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster create");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = Command::new("redis-cli").args(["-p", &ports[0].to_string(), "cluster", "info"]).output();
+        if info.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the cluster did not become ok");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let prefix = fresh_prefix();
+    let urls: Vec<String> = nodes.iter().map(|n| format!("redis://{n}")).collect();
+    round_trip(|| {
+        let mut s = settings(&urls[0], &prefix);
+        s.urls = urls.clone();
+        s.mode = pullgate_cluster::Mode::Cluster;
+        s.timeout = Duration::from_secs(2);
+        ClusterTier::new(s, None).expect("tier")
+    })
+    .await;
 }

@@ -133,3 +133,27 @@ pub fn tier(cfg: &crate::config::Config) -> Option<Arc<dyn SharedTier>> {
 pub fn current() -> Option<Arc<ClusterTier>> {
     TIER.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(_, t)| t.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_reach_the_exposition() {
+        let m = crate::metrics::Metrics::new();
+        let observe = observer();
+        observe(Event::Lookup { kind: SharedKind::Referrers, outcome: Outcome::Poisoned });
+        observe(Event::Breaker { open: true });
+        let text = m.encode();
+        assert!(
+            text.lines().any(|l| l.starts_with("pullgate_cluster_lookups_total{")
+                && l.contains("kind=\"referrers\"")
+                && l.contains("outcome=\"poisoned\"")
+                && !l.ends_with(" 0")),
+            "{text}"
+        );
+        assert!(text.contains("pullgate_cluster_breaker_open 1"), "{text}");
+        observe(Event::Breaker { open: false });
+        assert!(m.encode().contains("pullgate_cluster_breaker_open 0"));
+    }
+}

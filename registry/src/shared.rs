@@ -140,11 +140,21 @@ pub(crate) async fn begin<'t>(
     valid: &(dyn Fn(&[u8]) -> bool + Sync),
 ) -> Begin<'t> {
     let Some(tier) = tier else { return Begin::Fetch(None) };
-    if let Some(v) = read(tier, kind, key, max_bytes, deadline, valid).await {
-        return Begin::Hit(v);
-    }
+    let absent = match read(tier, kind, key, max_bytes, deadline, valid).await {
+        Read::Hit(v) => return Begin::Hit(v),
+        Read::Absent => true,
+        Read::Poisoned => false,
+    };
     let token = match tier.try_lease(kind, key, deadline).await {
-        Lease::Taken(token) => Some(token),
+        Lease::Taken(token) => {
+            // The value may have been published (and the lease given back)
+            // between the miss above and taking the lease.
+            if absent && let Read::Hit(v) = read(tier, kind, key, max_bytes, deadline, valid).await {
+                tier.release(kind, key, &token, deadline).await;
+                return Begin::Hit(v);
+            }
+            Some(token)
+        }
         Lease::Unavailable => None,
         Lease::HeldElsewhere => {
             if let Some(v) = wait(tier, kind, key, max_bytes, deadline, valid).await {
@@ -169,6 +179,13 @@ pub(crate) async fn finish(pending: Option<Pending<'_>>, value: Option<&[u8]>, d
     }
 }
 
+/// What one read of the tier found.
+enum Read {
+    Hit(SharedValue),
+    Absent,
+    Poisoned,
+}
+
 async fn read(
     tier: &dyn SharedTier,
     kind: SharedKind,
@@ -176,15 +193,15 @@ async fn read(
     max_bytes: u64,
     deadline: Instant,
     valid: &(dyn Fn(&[u8]) -> bool + Sync),
-) -> Option<SharedValue> {
-    let v = tier.get(kind, key, max_bytes, deadline).await?;
+) -> Read {
+    let Some(v) = tier.get(kind, key, max_bytes, deadline).await else { return Read::Absent };
     if v.bytes.len() as u64 <= max_bytes && valid(&v.bytes) {
         tier.record(kind, Outcome::Hit);
-        Some(v)
+        Read::Hit(v)
     } else {
         tracing::warn!(kind = kind.as_str(), key, "shared value failed its check; fetching from the registry");
         tier.record(kind, Outcome::Poisoned);
-        None
+        Read::Poisoned
     }
 }
 
@@ -201,7 +218,7 @@ async fn wait(
     loop {
         let next = (Instant::now() + tier.poll_interval()).min(until);
         tokio::time::sleep_until(next).await;
-        if let Some(v) = read(tier, kind, key, max_bytes, deadline, valid).await {
+        if let Read::Hit(v) = read(tier, kind, key, max_bytes, deadline, valid).await {
             return Some(v);
         }
         if Instant::now() >= until || !tier.available() {
