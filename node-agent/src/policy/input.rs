@@ -127,6 +127,11 @@ pub struct Verifier {
     pub reason: String,
     /// The registry asked.
     pub registry: Option<String>,
+    /// The manifest this run examined when it is not the pulled digest (a
+    /// platform manifest of an index, `platforms = "index-or-node"`/`"every"`).
+    pub subject: Option<String>,
+    /// That manifest's platform (`linux/arm64/v8`).
+    pub platform: Option<String>,
     /// Signatures examined (at most [`MAX_SIGNATURES`], verified ones first).
     pub signatures: Vec<Signature>,
     /// How many signatures were left out of `signatures`.
@@ -139,7 +144,7 @@ pub struct Verifier {
 pub struct Signature {
     /// Digest of the signature manifest (or bundle manifest).
     pub manifest: String,
-    /// The digest the signature is on (the pulled one).
+    /// The digest the signature is on: the pulled one, or the run's platform manifest.
     pub subject: String,
     /// Whether it verified.
     pub verified: bool,
@@ -245,12 +250,15 @@ fn verifier(run: &VerifierRun, subject: &str) -> Verifier {
         run.signatures.iter().filter(|s| s.verified || !s.facts.is_empty() || s.signer.is_some()).collect();
     sigs.sort_by_key(|s| !s.verified);
     let omitted = sigs.len().saturating_sub(MAX_SIGNATURES);
+    let on = run.subject.as_deref().map_or_else(|| subject.to_string(), cut);
     Verifier {
         verifier: run.verifier.clone(),
         result: run.result.clone(),
         reason: cut(&run.reason),
         registry: cut_opt(&run.registry),
-        signatures: sigs.into_iter().take(MAX_SIGNATURES).map(|s| signature(s, subject)).collect(),
+        subject: cut_opt(&run.subject),
+        platform: cut_opt(&run.platform),
+        signatures: sigs.into_iter().take(MAX_SIGNATURES).map(|s| signature(s, &on)).collect(),
         omitted,
     }
 }
@@ -348,6 +356,14 @@ mod tests {
         assert!(json.len() < MAX_INPUT_BYTES / 4, "{}", json.len());
         let back = from_recorded(&json).unwrap();
         assert_eq!(back["apiVersion"], INPUT_API_VERSION);
+        assert_eq!(v.signatures[0].subject, "sha256:d", "a run on the pulled digest");
+        // A run on a platform manifest of an index: its signatures are on that manifest.
+        let mut on_platform = run.clone();
+        on_platform.subject = Some("sha256:arm64".into());
+        on_platform.platform = Some("linux/arm64/v8".into());
+        let v = verifier(&on_platform, "sha256:d");
+        assert_eq!((v.subject.as_deref(), v.platform.as_deref()), (Some("sha256:arm64"), Some("linux/arm64/v8")));
+        assert!(v.signatures.iter().all(|s| s.subject == "sha256:arm64"));
     }
 
     #[test]
