@@ -9,6 +9,9 @@ use pullgate_testkit::sign::{CosignKey, Pushed, attach_cosign, push_index, push_
 use pullgate_testkit::{Registry, RegistryOptions};
 use pullgate_tests::AgentFiles;
 use pullgate_wire::Descriptor;
+use serde_json::{Value, json};
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 struct Image {
     index: Pushed,
@@ -156,59 +159,233 @@ fn an_index_larger_than_containerd_said_or_than_the_cap_is_a_deny() {
     assert!(run.stdout.contains("more than 1048576"), "{}", run.stdout);
 }
 
+/// An index entry for `p`: its own media type unless `media_type` says
+/// another, `platform` as `os/arch[/variant]` or none, and `annotations`.
+fn raw_entry(p: &Pushed, media_type: Option<&str>, platform: Option<&str>, annotations: serde_json::Value) -> Value {
+    let mut e = json!({"mediaType": media_type.unwrap_or(&p.media_type), "digest": p.digest, "size": p.size,
+        "annotations": annotations});
+    if let Some(platform) = platform {
+        let parts: Vec<&str> = platform.split('/').collect();
+        e["platform"] = json!({"os": parts[0], "architecture": parts[1]});
+        if let Some(v) = parts.get(2) {
+            e["platform"]["variant"] = json!(v);
+        }
+    }
+    e
+}
+
+/// A plain entry: `p` for `platform`, no annotations.
+fn plain(p: &Pushed, platform: &str) -> Value {
+    raw_entry(p, None, Some(platform), json!({}))
+}
+
+/// Pushes an OCI index of `entries` as `repo:tag`.
+async fn push_raw_index(reg: &Registry, repo: &str, tag: &str, entries: Vec<Value>) -> Pushed {
+    let index = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})).unwrap();
+    let pushed =
+        Pushed { digest: pullgate_testkit::sha256(&index), size: index.len() as u64, media_type: OCI_INDEX.into() };
+    reg.push_manifest(repo, tag, OCI_INDEX, index).await;
+    pushed
+}
+
+/// Signs each of `what` in `repo` with `key`.
+async fn sign(reg: &Registry, repo: &str, key: &CosignKey, what: &[&Pushed]) {
+    let name = format!("{}/{repo}", reg.host);
+    for p in what {
+        attach_cosign(reg, repo, &p.digest, &[key.sign(&name, &p.digest)]).await;
+    }
+}
+
+/// One row: rule and node platform, the pulled index (`repo:tag`), allow or
+/// deny, and text the verifier's line must contain.
+type Row<'a> = (&'a str, &'a str, &'a str, &'a Pushed, bool, String);
+
+/// Runs every row against the real registry; reports all rows that differ.
+fn check_rows(reg: &Registry, key: &CosignKey, repo: &str, rows: &[Row<'_>]) {
+    let mut failures = Vec::new();
+    for (platforms, node, tag, index, allow, needle) in rows {
+        let a = agent(&reg.host, key, platforms, node);
+        let run = a.verify(&format!("{}/{repo}:{tag}", reg.host), &descriptor(index));
+        let want = if *allow { 0 } else { 1 };
+        if run.code != Some(want) || !run.stdout.contains(needle.as_str()) {
+            failures.push(format!(
+                "{platforms} on {node}, {tag}: want exit {want} and {needle:?}, got {:?}: {}",
+                run.code,
+                run.stdout.trim_end()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{} rows failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The reviewer's attack: a nested index for the node's platform, in front of
+/// (or behind) a signed manifest of the same platform. containerd follows the
+/// first best match into the nested index and runs what it names.
 #[test]
-fn attestation_manifests_and_nested_indexes_are_not_platform_manifests() {
+fn a_nested_index_is_followed_as_containerd_follows_it() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reg = rt.block_on(Registry::start(RegistryOptions::default()));
+    let key = CosignKey::generate();
+    let repo = "nested";
+    let (signed, unsigned, inner_signed) = rt.block_on(async {
+        let signed = push_platform_image(&reg, repo, "linux/arm64").await;
+        let unsigned = push_platform_image(&reg, repo, "linux/arm64/v8").await;
+        let inner_signed = push_platform_image(&reg, repo, "linux/aarch64").await;
+        sign(&reg, repo, &key, &[&signed, &inner_signed]).await;
+        (signed, unsigned, inner_signed)
+    });
+    let (first, last, good, deep, short) = rt.block_on(async {
+        let evil = push_raw_index(&reg, repo, "evil-inner", vec![plain(&unsigned, "linux/arm64")]).await;
+        let fine = push_raw_index(&reg, repo, "fine-inner", vec![plain(&inner_signed, "linux/arm64")]).await;
+        let first =
+            push_raw_index(&reg, repo, "first", vec![plain(&evil, "linux/arm64"), plain(&signed, "linux/arm64")]);
+        let last = push_raw_index(&reg, repo, "last", vec![plain(&signed, "linux/arm64"), plain(&evil, "linux/arm64")]);
+        let good = push_raw_index(&reg, repo, "good", vec![plain(&fine, "linux/arm64"), plain(&signed, "linux/arm64")]);
+        let deeper = push_raw_index(&reg, repo, "deeper", vec![plain(&fine, "linux/arm64")]).await;
+        let deep =
+            push_raw_index(&reg, repo, "deep", vec![plain(&deeper, "linux/arm64"), plain(&signed, "linux/arm64")]);
+        // The nested index claims one byte less than it has.
+        let cut = Pushed { size: fine.size - 1, ..fine.clone() };
+        let short =
+            push_raw_index(&reg, repo, "short", vec![plain(&cut, "linux/arm64"), plain(&signed, "linux/arm64")]);
+        (first.await, last.await, good.await, deep.await, short.await)
+    });
+    let d = |p: &Pushed| p.digest.clone();
+    let rows: &[Row<'_>] = &[
+        ("index-or-node", "linux/arm64", "first", &first, false, d(&unsigned)),
+        ("every", "linux/arm64", "first", &first, false, d(&unsigned)),
+        // Listed last, the nested index is not what an arm64 node runs, but `every` still needs it.
+        ("index-or-node", "linux/arm64", "last", &last, true, d(&signed)),
+        ("every", "linux/arm64", "last", &last, false, d(&unsigned)),
+        ("index-or-node", "linux/arm64", "good", &good, true, d(&inner_signed)),
+        ("every", "linux/arm64", "good", &good, true, d(&inner_signed)),
+        ("index-or-node", "linux/arm64", "deep", &deep, false, "nested more than 2 levels".into()),
+        ("every", "linux/arm64", "deep", &deep, false, "nested more than 2 levels".into()),
+        ("index-or-node", "linux/arm64", "short", &short, false, "fetching the nested index".into()),
+        ("every", "linux/arm64", "short", &short, false, "fetching the nested index".into()),
+    ];
+    check_rows(&reg, &key, repo, rows);
+}
+
+/// An entry of a media type that is neither an image manifest nor an index,
+/// where containerd could pick it: a deny naming it, never skipped.
+#[test]
+fn an_entry_of_unknown_media_type_is_a_deny_where_containerd_could_pick_it() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reg = rt.block_on(Registry::start(RegistryOptions::default()));
+    let key = CosignKey::generate();
+    let repo = "unknown-type";
+    let odd = "application/vnd.example.thing.v1+json";
+    let (arm64, other, first, elsewhere) = rt.block_on(async {
+        let arm64 = push_platform_image(&reg, repo, "linux/arm64").await;
+        let other = push_platform_image(&reg, repo, "linux/arm64/v8").await;
+        sign(&reg, repo, &key, &[&arm64]).await;
+        let first = push_raw_index(
+            &reg,
+            repo,
+            "first",
+            vec![raw_entry(&other, Some(odd), Some("linux/arm64"), json!({})), plain(&arm64, "linux/arm64")],
+        );
+        let elsewhere = push_raw_index(
+            &reg,
+            repo,
+            "elsewhere",
+            vec![raw_entry(&other, Some(odd), Some("linux/s390x"), json!({})), plain(&arm64, "linux/arm64")],
+        );
+        (arm64, other, first.await, elsewhere.await)
+    });
+    let rows: &[Row<'_>] = &[
+        ("index-or-node", "linux/arm64", "first", &first, false, format!("{} has media type \"{odd}\"", other.digest)),
+        ("every", "linux/arm64", "first", &first, false, format!("{} has media type \"{odd}\"", other.digest)),
+        // Not this node's platform: containerd here never picks it; `every` still refuses it.
+        ("index-or-node", "linux/arm64", "elsewhere", &elsewhere, true, arm64.digest.clone()),
+        ("every", "linux/arm64", "elsewhere", &elsewhere, false, format!("{} has media type \"{odd}\"", other.digest)),
+    ];
+    check_rows(&reg, &key, repo, rows);
+}
+
+/// An entry without a platform: containerd sorts it after every matching
+/// entry, and picks it when none matches.
+#[test]
+fn an_entry_without_a_platform_is_the_pick_when_nothing_else_matches() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reg = rt.block_on(Registry::start(RegistryOptions::default()));
+    let key = CosignKey::generate();
+    let repo = "no-platform";
+    let (amd64, arm64, bare, bare_signed, rows_idx) = rt.block_on(async {
+        let amd64 = push_platform_image(&reg, repo, "linux/amd64").await;
+        let arm64 = push_platform_image(&reg, repo, "linux/arm64").await;
+        let bare = push_platform_image(&reg, repo, "linux/arm64/v8").await;
+        let bare_signed = push_platform_image(&reg, repo, "linux/aarch64").await;
+        sign(&reg, repo, &key, &[&amd64, &arm64, &bare_signed]).await;
+        let none = |p: &Pushed| raw_entry(p, None, None, json!({}));
+        let behind = push_raw_index(&reg, repo, "behind", vec![none(&bare), plain(&arm64, "linux/arm64")]).await;
+        let picked = push_raw_index(&reg, repo, "picked", vec![none(&bare), plain(&amd64, "linux/amd64")]).await;
+        let signed = push_raw_index(&reg, repo, "signed", vec![none(&bare_signed), plain(&amd64, "linux/amd64")]).await;
+        (amd64, arm64, bare, bare_signed, [behind, picked, signed])
+    });
+    let [behind, picked, signed] = &rows_idx;
+    let rows: &[Row<'_>] = &[
+        // Listed first, but a matching entry sorts ahead of it.
+        ("index-or-node", "linux/arm64", "behind", behind, true, arm64.digest.clone()),
+        ("every", "linux/arm64", "behind", behind, false, format!("no platform {}", bare.digest)),
+        // Nothing matches arm64: containerd runs the entry without a platform.
+        ("index-or-node", "linux/arm64", "picked", picked, false, format!("no platform {}", bare.digest)),
+        ("index-or-node", "linux/arm64", "signed", signed, true, format!("no platform {}", bare_signed.digest)),
+        ("index-or-node", "linux/amd64", "signed", signed, true, amd64.digest.clone()),
+    ];
+    check_rows(&reg, &key, repo, rows);
+}
+
+/// BuildKit attestation manifests (platform unknown/unknown) are never run
+/// and not required; the annotation on a runnable platform skips nothing.
+#[test]
+fn attestation_manifests_are_skipped_but_only_with_the_unknown_platform() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let reg = rt.block_on(Registry::start(RegistryOptions::default()));
     let key = CosignKey::generate();
     let repo = "buildkit";
-    let (index, arm64) = rt.block_on(async {
+    let (arm64, attestation, real, posing) = rt.block_on(async {
         let amd64 = push_platform_image(&reg, repo, "linux/amd64").await;
         let arm64 = push_platform_image(&reg, repo, "linux/arm64").await;
         let attestation = push_platform_image(&reg, repo, "unknown/unknown").await;
-        let nested = push_index(&reg, repo, "nested", &[("linux/amd64", &amd64)]).await;
-        let entry = |p: &Pushed, platform: serde_json::Value, annotations: serde_json::Value| {
-            serde_json::json!({"mediaType": p.media_type, "digest": p.digest, "size": p.size,
-                "platform": platform, "annotations": annotations})
-        };
-        let index = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [
-                entry(&amd64, serde_json::json!({"os": "linux", "architecture": "amd64"}), serde_json::json!({})),
-                entry(&arm64, serde_json::json!({"os": "linux", "architecture": "arm64"}), serde_json::json!({})),
-                entry(&attestation, serde_json::json!({"os": "unknown", "architecture": "unknown"}),
-                    serde_json::json!({"vnd.docker.reference.type": "attestation-manifest",
-                        "vnd.docker.reference.digest": amd64.digest})),
-                entry(&nested, serde_json::json!({"os": "linux", "architecture": "arm64"}), serde_json::json!({})),
+        sign(&reg, repo, &key, &[&amd64, &arm64]).await;
+        let note = json!({"vnd.docker.reference.type": "attestation-manifest",
+            "vnd.docker.reference.digest": amd64.digest});
+        let real = push_raw_index(
+            &reg,
+            repo,
+            "real",
+            vec![
+                raw_entry(&attestation, None, Some("unknown/unknown"), note.clone()),
+                plain(&amd64, "linux/amd64"),
+                plain(&arm64, "linux/arm64"),
             ],
-        }))
-        .unwrap();
-        let pushed = Pushed {
-            digest: pullgate_testkit::sha256(&index),
-            size: index.len() as u64,
-            media_type: "application/vnd.oci.image.index.v1+json".into(),
-        };
-        reg.push_manifest(repo, "v1", &pushed.media_type, index).await;
-        let name = format!("{}/{repo}", reg.host);
-        // Only the two runnable platform manifests are signed.
-        for p in [&amd64, &arm64] {
-            attach_cosign(&reg, repo, &p.digest, &[key.sign(&name, &p.digest)]).await;
-        }
-        (pushed, arm64)
+        );
+        let posing = push_raw_index(
+            &reg,
+            repo,
+            "posing",
+            vec![
+                raw_entry(&attestation, None, Some("linux/arm64"), note.clone()),
+                plain(&amd64, "linux/amd64"),
+                plain(&arm64, "linux/arm64"),
+            ],
+        );
+        (arm64, attestation, real.await, posing.await)
     });
-    let name = format!("{}/{repo}:v1", reg.host);
+    let rows: &[Row<'_>] = &[
+        ("every", "linux/arm64", "real", &real, true, "every:".into()),
+        ("index-or-node", "linux/arm64", "real", &real, true, arm64.digest.clone()),
+        ("index-or-node", "linux/arm64", "posing", &posing, false, attestation.digest.clone()),
+        ("every", "linux/arm64", "posing", &posing, false, attestation.digest.clone()),
+    ];
+    check_rows(&reg, &key, repo, rows);
     let a = agent(&reg.host, &key, "every", "linux/arm64");
-    let run = a.verify(&name, &descriptor(&index));
-    assert_eq!(run.code, Some(0), "unsigned attestation and nested index entries are not required: {}", run.stdout);
+    let run = a.verify(&format!("{}/{repo}:real", reg.host), &descriptor(&real));
     let report = a.explain(&run.report_id());
     let subjects: Vec<&str> =
         report["verification"].as_array().unwrap().iter().filter_map(|r| r["subject"].as_str()).collect();
     assert_eq!(subjects.len(), 2, "exactly the two platform manifests: {report}");
-    drop(a);
-    // The node's pick is never the attestation manifest or the nested index.
-    let a = agent(&reg.host, &key, "index-or-node", "linux/arm64");
-    let run = a.verify(&name, &descriptor(&index));
-    assert_eq!(run.code, Some(0), "{}", run.stdout);
-    assert!(run.stdout.contains(&arm64.digest), "{}", run.stdout);
+    assert!(!subjects.contains(&attestation.digest.as_str()), "{report}");
 }

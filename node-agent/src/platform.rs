@@ -11,13 +11,24 @@
 //! digest, so what is verified is exactly what the index binds. When
 //! containerd passes a single manifest, `platforms` changes nothing.
 //!
+//! Nothing containerd might run is skipped. A nested index is followed, as
+//! containerd follows it, to [`MAX_INDEX_DEPTH`] levels (fetched with the
+//! same caps, bound by its digest, charged to the same budget); deeper, or
+//! an entry of a type that is neither an image manifest nor an index, is a
+//! deny where containerd could pick it. Only BuildKit attestation manifests
+//! (annotated, platform `unknown/unknown`, which no node matches) are left
+//! out of `every`.
+//!
 //! Matching follows the OCI image-spec platform fields and containerd's
 //! normalisation: `os`, `architecture` and `variant` compare after
 //! normalising (`aarch64` is `arm64`, whose variant `v8` is its default;
 //! `x86_64` is `amd64`, whose `v1` is its default; `arm` defaults to `v7`);
-//! `os.version` and `os.features` are ignored. The node's pick is the
-//! best-ranked entry containerd would choose: its own platform first, then
-//! the older variants and 32-bit architectures it can also run.
+//! `os.version` and `os.features` are ignored. The node's pick is the entry
+//! containerd would choose (`images.Manifest`, `LimitManifests`): of the
+//! entries whose platform matches or is absent, whatever their media type,
+//! the best-ranked (its own platform first, then the older variants and
+//! 32-bit architectures it can also run), the first listed among equals,
+//! and an entry without a platform only when none matches.
 
 use crate::config::{Platforms, Requirements, ScopeTrust};
 use crate::report::VerifierRun;
@@ -33,6 +44,10 @@ use tokio::time::Instant;
 pub const MAX_INDEX_BYTES: u64 = 1024 * 1024;
 /// Most entries of an index examined; the rest make the index unusable.
 pub const MAX_INDEX_ENTRIES: usize = 256;
+/// Levels of index followed: the pulled index and the indexes it names.
+pub const MAX_INDEX_DEPTH: usize = 2;
+/// Longest media type quoted in a reason.
+const MAX_SHOWN: usize = 128;
 /// Longest os, architecture or variant accepted.
 const MAX_FIELD: usize = 32;
 
@@ -155,18 +170,33 @@ fn normalize_arch(arch: &str, variant: &str) -> (String, String) {
     (a.to_string(), v.to_string())
 }
 
-/// One platform manifest an index binds.
+/// What an index entry points at, by the media type the index gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An OCI or Docker image manifest: verified by its digest.
+    Manifest,
+    /// An OCI index or Docker manifest list: containerd follows it.
+    Index,
+    /// Anything else: pullgate cannot verify it.
+    Other,
+}
+
+/// One entry an index binds.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// Its digest, as the index gives it.
     pub digest: Digest,
-    /// Its media type (an image manifest type).
+    /// Its media type, as the index gives it (empty when absent).
     pub media_type: String,
+    /// What the media type says it is.
+    pub kind: Kind,
     /// Its size.
     pub size: u64,
     /// Its platform, normalised; `None` when the index gives none.
     pub platform: Option<Platform>,
-    /// A BuildKit attestation manifest (`vnd.docker.reference.type`), not runnable.
+    /// A BuildKit attestation manifest: annotated
+    /// `vnd.docker.reference.type = attestation-manifest` and on platform
+    /// `unknown/unknown`, which no node matches. The annotation alone counts for nothing.
     pub attestation: bool,
 }
 
@@ -175,11 +205,15 @@ pub struct Entry {
 struct IndexDoc {
     #[serde(default)]
     manifests: Vec<EntryDoc>,
+    // An image manifest's fields: present, the document is not an index.
+    config: Option<serde::de::IgnoredAny>,
+    layers: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct EntryDoc {
+    #[serde(default)]
     media_type: String,
     digest: String,
     size: u64,
@@ -196,39 +230,62 @@ struct PlatformDoc {
     variant: Option<String>,
 }
 
-/// Parses an index's runnable entries: image manifests with a valid digest
-/// and a size within limits. Nested indexes and other media types are left
-/// out; a malformed document or more than [`MAX_INDEX_ENTRIES`] entries is an error.
+/// Parses every entry of an index, whatever its media type: each needs a
+/// valid digest and a size within limits. A malformed document, an image
+/// manifest, or more than [`MAX_INDEX_ENTRIES`] entries is an error.
 pub fn parse_index(bytes: &[u8]) -> Result<Vec<Entry>, String> {
     let doc: IndexDoc = serde_json::from_slice(bytes).map_err(|e| format!("not an image index: {e}"))?;
+    if doc.config.is_some() || doc.layers.is_some() {
+        return Err("an image manifest, not an image index".into());
+    }
     if doc.manifests.len() > MAX_INDEX_ENTRIES {
         return Err(format!("{} entries, more than {MAX_INDEX_ENTRIES}", doc.manifests.len()));
     }
     let mut out = Vec::new();
     for e in doc.manifests {
-        if ![OCI_MANIFEST, DOCKER_MANIFEST].contains(&e.media_type.as_str()) {
-            continue;
-        }
         let digest = Digest::parse(&e.digest).map_err(|err| format!("entry digest {:?}: {err}", e.digest))?;
         if e.size > pullgate_registry::MAX_MANIFEST_BYTES {
             return Err(format!("entry {digest} claims {} bytes", e.size));
         }
         let platform = e.platform.map(|p| Platform::new(&p.os, &p.architecture, p.variant.as_deref().unwrap_or("")));
-        let attestation = e.annotations.get("vnd.docker.reference.type").is_some_and(|t| t == "attestation-manifest");
-        out.push(Entry { digest, media_type: e.media_type, size: e.size, platform, attestation });
+        let annotated = e.annotations.get("vnd.docker.reference.type").is_some_and(|t| t == "attestation-manifest");
+        let unknown = platform.as_ref().is_some_and(|p| p.os == "unknown" && p.architecture == "unknown");
+        let kind = kind_of(&e.media_type);
+        out.push(Entry {
+            digest,
+            media_type: e.media_type,
+            kind,
+            size: e.size,
+            platform,
+            attestation: annotated && unknown,
+        });
     }
     Ok(out)
 }
 
-/// The entry a node of platform `node` would run: the best-ranked match.
+/// The kind of entry a media type names.
+fn kind_of(media_type: &str) -> Kind {
+    if [OCI_MANIFEST, DOCKER_MANIFEST].contains(&media_type) {
+        Kind::Manifest
+    } else if is_index(media_type) {
+        Kind::Index
+    } else {
+        Kind::Other
+    }
+}
+
+/// The entry containerd on a node of platform `node` picks, whatever its
+/// type: the best-ranked matching platform, the first listed among equals;
+/// else the first entry without a platform.
 pub fn node_entry<'a>(entries: &'a [Entry], node: &Platform) -> Option<&'a Entry> {
-    node.preference().iter().find_map(|want| {
-        entries.iter().filter(|e| !e.attestation).find(|e| {
-            e.platform
-                .as_ref()
-                .is_some_and(|p| p.os == want.os && p.architecture == want.architecture && p.variant == want.variant)
-        })
-    })
+    let wanted = node.preference();
+    let rank = |p: &Platform| wanted.iter().position(|w| w == p);
+    entries
+        .iter()
+        .filter_map(|e| e.platform.as_ref().and_then(rank).map(|r| (r, e)))
+        .min_by_key(|(r, _)| *r)
+        .map(|(_, e)| e)
+        .or_else(|| entries.iter().find(|e| e.platform.is_none()))
 }
 
 /// True for index media types.
@@ -287,9 +344,27 @@ fn combine_platforms(outcomes: &[(RunResult, String)]) -> (RunResult, String) {
     }
 }
 
-/// Fetches the index (bound to the pulled digest) and picks the entries the
-/// rule names. Registry problems are errors; a malformed index, or one
-/// without a manifest for the rule, is a failure.
+/// An index to read: the pulled one (depth 1) or one nested in it.
+struct IndexAt {
+    digest: Digest,
+    size: u64,
+    depth: usize,
+}
+
+impl IndexAt {
+    fn name(&self) -> String {
+        if self.depth == 1 { "the index".into() } else { format!("the nested index {}", self.digest) }
+    }
+
+    fn nested(&self, e: &Entry) -> IndexAt {
+        IndexAt { digest: e.digest.clone(), size: e.size, depth: self.depth + 1 }
+    }
+}
+
+/// The platform manifests the rule names, following nested indexes.
+/// Registry problems are errors; a malformed, oversized or too deeply nested
+/// index, one without a manifest for the rule, or an entry of a type that
+/// cannot be verified where containerd could pick it, is a failure.
 async fn platform_targets(
     client: &Client,
     rule: Platforms,
@@ -298,39 +373,108 @@ async fn platform_targets(
     budget: &mut Budget,
 ) -> Result<Vec<Entry>, (RunResult, String)> {
     let repo = Repository::of(&subject.reference);
-    let limit = subject.size.min(MAX_INDEX_BYTES);
-    if subject.size > MAX_INDEX_BYTES {
-        return Err((RunResult::Fail, format!("the index is {} bytes, more than {MAX_INDEX_BYTES}", subject.size)));
-    }
-    if !budget.allow(limit) {
-        return Err((RunResult::Fail, "no budget left to fetch the index".into()));
-    }
-    let index =
-        match client.manifest_by_digest_limited(&repo, &subject.digest.to_string(), limit, budget.deadline()).await {
-            Ok(m) => m,
-            // Bytes that are not the pulled index, or more than containerd said: a deny.
-            Err(
-                e @ (pullgate_registry::RegistryError::DigestMismatch { .. }
-                | pullgate_registry::RegistryError::TooLarge { .. }),
-            ) => {
-                return Err((RunResult::Fail, format!("fetching the index: {e}")));
-            }
-            Err(e) => return Err((RunResult::Error, format!("fetching the index: {e}"))),
-        };
-    let entries = parse_index(&index.bytes).map_err(|why| (RunResult::Fail, format!("the index: {why}")))?;
+    let top = IndexAt { digest: subject.digest.clone(), size: subject.size, depth: 1 };
     match rule {
-        Platforms::IndexOrNode => match node_entry(&entries, node) {
-            Some(e) => Ok(vec![e.clone()]),
-            None => Err((RunResult::Fail, format!("the index has no manifest for this node's platform {node}"))),
-        },
-        _ => {
-            let runnable: Vec<Entry> = entries.into_iter().filter(|e| !e.attestation).collect();
-            if runnable.is_empty() {
-                return Err((RunResult::Fail, "the index lists no platform manifest".into()));
-            }
-            Ok(runnable)
+        Platforms::IndexOrNode => node_target(client, &repo, top, node, budget).await.map(|e| vec![e]),
+        _ => every_target(client, &repo, top, budget).await,
+    }
+}
+
+/// The image manifest containerd runs on this node, through nested indexes.
+async fn node_target(
+    client: &Client,
+    repo: &Repository,
+    mut at: IndexAt,
+    node: &Platform,
+    budget: &mut Budget,
+) -> Result<Entry, (RunResult, String)> {
+    loop {
+        let entries = fetch_index(client, repo, &at, budget).await?;
+        let Some(pick) = node_entry(&entries, node) else {
+            return Err((RunResult::Fail, format!("{} has no manifest for this node's platform {node}", at.name())));
+        };
+        match pick.kind {
+            Kind::Manifest => return Ok(pick.clone()),
+            Kind::Index if at.depth < MAX_INDEX_DEPTH => at = at.nested(pick),
+            Kind::Index => return Err((RunResult::Fail, too_deep(pick))),
+            Kind::Other => return Err((RunResult::Fail, unverifiable(pick))),
         }
     }
+}
+
+/// Every image manifest containerd could run on any platform: all entries
+/// but attestation manifests, through nested indexes.
+async fn every_target(
+    client: &Client,
+    repo: &Repository,
+    top: IndexAt,
+    budget: &mut Budget,
+) -> Result<Vec<Entry>, (RunResult, String)> {
+    let mut pending = std::collections::VecDeque::from([top]);
+    let (mut out, mut listed) = (Vec::new(), 0usize);
+    while let Some(at) = pending.pop_front() {
+        let entries = fetch_index(client, repo, &at, budget).await?;
+        listed += entries.len();
+        if listed > MAX_INDEX_ENTRIES {
+            let why = format!("the index and its nested indexes list more than {MAX_INDEX_ENTRIES} entries");
+            return Err((RunResult::Fail, why));
+        }
+        for e in entries.into_iter().filter(|e| !e.attestation) {
+            match e.kind {
+                Kind::Manifest => out.push(e),
+                Kind::Index if at.depth < MAX_INDEX_DEPTH => pending.push_back(at.nested(&e)),
+                Kind::Index => return Err((RunResult::Fail, too_deep(&e))),
+                Kind::Other => return Err((RunResult::Fail, unverifiable(&e))),
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err((RunResult::Fail, "the index lists no platform manifest".into()));
+    }
+    Ok(out)
+}
+
+/// Why a nested index past [`MAX_INDEX_DEPTH`] is a deny.
+fn too_deep(e: &Entry) -> String {
+    format!("entry {} is an index nested more than {MAX_INDEX_DEPTH} levels deep", e.digest)
+}
+
+/// Why an entry that is neither a manifest nor an index is a deny.
+fn unverifiable(e: &Entry) -> String {
+    let shown: String = e.media_type.chars().take(MAX_SHOWN).collect();
+    format!(
+        "entry {} has media type {shown:?}, neither an image manifest nor an index: it cannot be verified",
+        e.digest
+    )
+}
+
+/// Fetches one index, size-capped and bound to its digest, charged to the
+/// budget, and parses its entries.
+async fn fetch_index(
+    client: &Client,
+    repo: &Repository,
+    at: &IndexAt,
+    budget: &mut Budget,
+) -> Result<Vec<Entry>, (RunResult, String)> {
+    if at.size > MAX_INDEX_BYTES {
+        return Err((RunResult::Fail, format!("{} is {} bytes, more than {MAX_INDEX_BYTES}", at.name(), at.size)));
+    }
+    if !budget.allow(at.size) {
+        return Err((RunResult::Fail, format!("no budget left to fetch {}", at.name())));
+    }
+    let digest = at.digest.to_string();
+    let index = match client.manifest_by_digest_limited(repo, &digest, at.size, budget.deadline()).await {
+        Ok(m) => m,
+        // Bytes that are not the index named, or more than it was said to be: a deny.
+        Err(
+            e @ (pullgate_registry::RegistryError::DigestMismatch { .. }
+            | pullgate_registry::RegistryError::TooLarge { .. }),
+        ) => {
+            return Err((RunResult::Fail, format!("fetching {}: {e}", at.name())));
+        }
+        Err(e) => return Err((RunResult::Error, format!("fetching {}: {e}", at.name()))),
+    };
+    parse_index(&index.bytes).map_err(|why| (RunResult::Fail, format!("{}: {why}", at.name())))
 }
 
 #[cfg(test)]
@@ -380,7 +524,8 @@ mod tests {
         ]))
         .unwrap();
         let pick = |p: &str| node_entry(&entries, &Platform::parse(p).unwrap()).map(|e| e.digest.to_string());
-        assert_eq!(pick("linux/arm64/v8").unwrap(), format!("sha256:{}", "03".repeat(32)), "not the attestation");
+        // The annotation alone on a runnable platform: containerd picks it, listed first.
+        assert_eq!(pick("linux/arm64/v8").unwrap(), format!("sha256:{}", "02".repeat(32)), "first among equals");
         assert_eq!(pick("linux/amd64").unwrap(), format!("sha256:{}", "05".repeat(32)));
         assert_eq!(pick("linux/amd64/v3").unwrap(), format!("sha256:{}", "05".repeat(32)), "v3 runs v1");
         assert_eq!(pick("linux/arm/v8").unwrap(), format!("sha256:{}", "01".repeat(32)), "arm/v8 runs arm/v7");
@@ -407,6 +552,60 @@ mod tests {
             "{{\"manifests\":[{{\"mediaType\":\"{OCI_INDEX}\",\"digest\":\"sha256:{}\",\"size\":9}}]}}",
             "a".repeat(64)
         );
-        assert!(parse_index(nested.as_bytes()).unwrap().is_empty(), "nested indexes are not platform manifests");
+        let nested = parse_index(nested.as_bytes()).unwrap();
+        assert_eq!(nested[0].kind, Kind::Index, "a nested index is kept, to be followed");
+        let manifest = format!("{{\"config\":{{}},\"layers\":[],\"manifests\":[{}]}}", entry(1, "linux/amd64", false));
+        assert!(parse_index(manifest.as_bytes()).unwrap_err().contains("not an image index"));
+    }
+
+    fn raw(n: u8, media_type: &str, platform: Option<&str>, attestation: bool) -> String {
+        let p = platform.map(|p| {
+            let p: Vec<&str> = p.split('/').collect();
+            format!(",\"platform\":{{\"os\":\"{}\",\"architecture\":\"{}\"}}", p[0], p[1])
+        });
+        let a =
+            if attestation { ",\"annotations\":{\"vnd.docker.reference.type\":\"attestation-manifest\"}" } else { "" };
+        format!(
+            "{{\"mediaType\":\"{media_type}\",\"digest\":\"sha256:{}\",\"size\":500{}{a}}}",
+            format!("{n:02x}").repeat(32),
+            p.unwrap_or_default()
+        )
+    }
+
+    #[test]
+    fn the_pick_is_containerds_whatever_the_entry_type() {
+        let arm64 = Platform::parse("linux/arm64").unwrap();
+        let pick = |entries: &[String]| {
+            let parsed = parse_index(&index(entries)).unwrap();
+            node_entry(&parsed, &arm64).map(|e| (e.digest.to_string()[7..9].to_string(), e.kind))
+        };
+        let odd = "application/x-odd";
+        // A nested index or an unknown type listed first among equals is the pick.
+        assert_eq!(
+            pick(&[raw(1, OCI_INDEX, Some("linux/arm64"), false), entry(2, "linux/arm64", false)]).unwrap(),
+            ("01".into(), Kind::Index)
+        );
+        assert_eq!(
+            pick(&[raw(1, odd, Some("linux/arm64"), false), entry(2, "linux/arm64", false)]).unwrap(),
+            ("01".into(), Kind::Other)
+        );
+        // No platform sorts after every match, and is the pick when none matches.
+        assert_eq!(pick(&[raw(1, OCI_MANIFEST, None, false), entry(2, "linux/arm64", false)]).unwrap().0, "02");
+        assert_eq!(pick(&[raw(1, OCI_MANIFEST, None, false), entry(2, "linux/amd64", false)]).unwrap().0, "01");
+        // A better rank wins over the order listed.
+        assert_eq!(pick(&[entry(1, "linux/arm/v7", false), entry(2, "linux/arm64", false)]).unwrap().0, "02");
+        // Attestation: the annotation and platform unknown/unknown, both.
+        let parsed = parse_index(&index(&[
+            raw(1, OCI_MANIFEST, Some("unknown/unknown"), true),
+            raw(2, OCI_MANIFEST, Some("linux/arm64"), true),
+            raw(3, OCI_MANIFEST, Some("unknown/unknown"), false),
+            raw(4, "", None, false),
+        ]))
+        .unwrap();
+        let flags: Vec<(bool, Kind)> = parsed.iter().map(|e| (e.attestation, e.kind)).collect();
+        assert_eq!(
+            flags,
+            [(true, Kind::Manifest), (false, Kind::Manifest), (false, Kind::Manifest), (false, Kind::Other)]
+        );
     }
 }
