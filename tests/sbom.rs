@@ -51,11 +51,27 @@ impl<'a> Repo<'a> {
 
     /// Attaches `doc` to `subject` as a referrer of `artifact_type`, created at `created`.
     async fn attach_to(&mut self, subject: &Descriptor, doc: Vec<u8>, artifact_type: &str, created: &str) -> String {
+        self.attach_listed(subject, doc, artifact_type, Some(created), created).await
+    }
+
+    /// Attaches `doc` with `created` in its own manifest (none when `None`),
+    /// listed in the referrers index as created at `listed` (the unsigned list's claim).
+    async fn attach_listed(
+        &mut self,
+        subject: &Descriptor,
+        doc: Vec<u8>,
+        artifact_type: &str,
+        created: Option<&str>,
+        listed: &str,
+    ) -> String {
         let (name, reg) = (self.name.clone(), self.reg);
         let doc_len = doc.len();
         let doc_digest = reg.push_blob(&name, doc).await;
         let empty = reg.push_blob(&name, b"{}".to_vec()).await;
-        let annotations = json!({ "org.opencontainers.image.created": created });
+        let annotations = match created {
+            Some(c) => json!({ "org.opencontainers.image.created": c }),
+            None => json!({}),
+        };
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
@@ -69,7 +85,7 @@ impl<'a> Repo<'a> {
         let digest = sha256(&manifest);
         let entry = json!({
             "mediaType": OCI_MANIFEST, "digest": digest, "size": manifest.len(),
-            "artifactType": artifact_type, "annotations": annotations,
+            "artifactType": artifact_type, "annotations": { "org.opencontainers.image.created": listed },
         });
         reg.push_manifest(&name, &digest, OCI_MANIFEST, manifest).await;
         let pos = match self.listed.iter().position(|(s, _)| *s == subject.digest) {
@@ -392,9 +408,104 @@ fn a_named_trust_set_signs_attachments_and_a_flood_is_bounded() {
     assert!(
         ignored
             .iter()
-            .any(|i| i["manifest"] == report.as_str() && i["reason"].as_str().unwrap().contains("older ones")),
+            .any(|i| i["manifest"] == report.as_str() && i["reason"].as_str().unwrap().contains("not examined")),
         "{att}"
     );
+    assert_eq!(att["notExamined"], 5, "{att}");
+}
+
+/// The grype report with no results: a clean scan of the same image.
+fn clean_grype() -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(&fixture("sarif/grype-image.sarif.json")).unwrap();
+    v["runs"][0]["results"] = json!([]);
+    serde_json::to_vec(&v).unwrap()
+}
+
+fn days_ago(n: u64) -> String {
+    rfc3339(SystemTime::now() - Duration::from_secs(n * 86_400))
+}
+
+#[test]
+fn a_forged_list_annotation_does_not_make_an_older_attachment_the_newest() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reg = rt.block_on(Registry::start(RegistryOptions::default()));
+    let (k, pem) = key();
+    let mut repo = rt.block_on(Repo::new(&reg, "forged-order"));
+    // The older SBOM's list entry claims it is the newest; its own (signed) manifest says January.
+    let old = rt.block_on(repo.attach_listed(
+        &image(),
+        fixture("sbom/image.syft.spdx.json"),
+        SPDX,
+        Some("2026-01-01T00:00:00Z"),
+        "2027-01-01T00:00:00Z",
+    ));
+    let new = rt.block_on(repo.attach(fixture("sbom/image.syft.cdx.json"), CDX, "2026-06-01T00:00:00Z"));
+    rt.block_on(repo.sign(&k, &old));
+    rt.block_on(repo.sign(&k, &new));
+    let top = "sigstore = { keys = [\"keys/attach.pub\"], requireTlog = false }";
+    let toml = config(&reg.host, top, "\"sbom\"", "[sbom]\nrequireSigned = true\ndenyLicenses = [\"AGPL-3.0-only\"]");
+    let (code, line, att) = verdict(&repo, &toml, &[("keys/attach.pub", pem.as_str())]);
+    assert_eq!(code, Some(0), "{line}");
+    assert_eq!(att["document"], new.as_str(), "{att}");
+    assert_eq!(att["believed"], 2, "{att}");
+}
+
+#[test]
+fn max_age_never_trusts_the_lists_creation_time() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reg = rt.block_on(Registry::start(RegistryOptions::default()));
+    let host = reg.host.clone();
+    let toml = config(&host, "", "\"vulnerability\"", "[vulnerability]\nseverity = \"critical\"\nmaxAge = \"7d\"");
+    // Grype's SARIF has no scan time; the manifest has no creation time; the list claims "now".
+    let mut repo = rt.block_on(Repo::new(&reg, "age-unknown"));
+    let fresh = rfc3339(SystemTime::now());
+    let doc = fixture("sarif/grype-image.sarif.json");
+    rt.block_on(repo.attach_listed(&image(), doc.clone(), SARIF, None, &fresh));
+    let (code, line, att) = verdict(&repo, &toml, &[]);
+    assert_eq!(code, Some(1), "{line}");
+    assert_eq!(findings(&att)[0].0, "scan-time-unknown", "{att}");
+    // The manifest says thirty days ago, the list says now: too old.
+    let mut repo = rt.block_on(Repo::new(&reg, "age-forged"));
+    rt.block_on(repo.attach_listed(&image(), doc.clone(), SARIF, Some(&days_ago(30)), &fresh));
+    let (code, line, att) = verdict(&repo, &toml, &[]);
+    assert_eq!(code, Some(1), "{line}");
+    assert_eq!(findings(&att)[0].0, "too-old", "{att}");
+    // The manifest's own recent time counts whatever the list says.
+    let mut repo = rt.block_on(Repo::new(&reg, "age-ok"));
+    rt.block_on(repo.attach_listed(&image(), doc, SARIF, Some(&days_ago(1)), "2020-01-01T00:00:00Z"));
+    let (code, line, _) = verdict(&repo, &toml, &[]);
+    assert_eq!(code, Some(0), "{line}");
+}
+
+#[test]
+fn every_believed_report_within_max_age_counts() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reg = rt.block_on(Registry::start(RegistryOptions::default()));
+    let (k, pem) = key();
+    let top = "sigstore = { keys = [\"keys/attach.pub\"], requireTlog = false }";
+    let tables = "[vulnerability]\nrequireSigned = true\nseverity = \"high\"\nmaxAge = \"7d\"";
+    let toml = config(&reg.host, top, "\"vulnerability\"", tables);
+    let files = [("keys/attach.pub", pem.as_str())];
+    // Two signed reports: the older one finds two highs, the newer one is clean. The older one denies.
+    let mut repo = rt.block_on(Repo::new(&reg, "two-reports"));
+    let dirty = rt.block_on(repo.attach(fixture("sarif/grype-image.sarif.json"), SARIF, &days_ago(2)));
+    let clean = rt.block_on(repo.attach(clean_grype(), SARIF, &days_ago(1)));
+    rt.block_on(repo.sign(&k, &dirty));
+    rt.block_on(repo.sign(&k, &clean));
+    let (code, line, att) = verdict(&repo, &toml, &files);
+    assert_eq!(code, Some(1), "{line}");
+    assert_eq!(att["document"], dirty.as_str(), "{att}");
+    assert_eq!(att["believed"], 2, "{att}");
+    assert!(line.contains("CVE-1999-000"), "{line}");
+    // A denying report older than maxAge does not count: the newer clean one decides.
+    let mut repo = rt.block_on(Repo::new(&reg, "stale-report"));
+    let stale = rt.block_on(repo.attach(fixture("sarif/grype-image.sarif.json"), SARIF, &days_ago(30)));
+    let clean = rt.block_on(repo.attach(clean_grype(), SARIF, &days_ago(1)));
+    rt.block_on(repo.sign(&k, &stale));
+    rt.block_on(repo.sign(&k, &clean));
+    let (code, line, att) = verdict(&repo, &toml, &files);
+    assert_eq!(code, Some(0), "{line}");
+    assert_eq!(att["document"], clean.as_str(), "{att}");
 }
 
 #[test]

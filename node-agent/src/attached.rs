@@ -5,17 +5,28 @@
 //! Discovery goes through the same referrers path as signatures (the API,
 //! or the tag-schema fallback inside the registry client), preferring the
 //! configured artifact types so junk referrers cannot push them out of a
-//! bounded list. Candidates are examined newest first by their
-//! `org.opencontainers.image.created` annotation, at most
-//! [`MAX_CANDIDATES`], within the decision's shared [`Budget`]. For each:
-//! the manifest is fetched (at most [`MAX_ATTACHMENT_MANIFEST_BYTES`]), its
-//! `subject` must be the image; with `requireSigned` its own Notation or
-//! cosign signature (the attachment's manifest digest as the signed subject)
-//! must verify under the named trust sets before its document is fetched;
-//! the document (at most `maxBytes`) is parsed by `pullgate-sbom`, and must
-//! bind to this image. The first candidate that passes all of that decides,
-//! through the rules; every candidate passed over is listed in the report
-//! with why. No usable attachment is a deny ("require an SBOM/report").
+//! bounded list. The list is unsigned (a tag-schema index anyone able to push
+//! can rewrite, a mirror, the cluster cache tier), so its
+//! `org.opencontainers.image.created` annotations are only a hint for the
+//! order candidates are fetched in; at most [`MAX_CANDIDATES`] are examined,
+//! within the decision's shared [`Budget`], and the report says how many were
+//! left out. For each: the manifest is fetched (at most
+//! [`MAX_ATTACHMENT_MANIFEST_BYTES`]), its `subject` must be the image; with
+//! `requireSigned` its own Notation or cosign signature (the attachment's
+//! manifest digest as the signed subject) must verify under the named trust
+//! sets before its document is fetched; the document (at most `maxBytes`) is
+//! parsed by `pullgate-sbom`, and must bind to this image.
+//!
+//! Every candidate that passes all of that is *believed*, and every believed
+//! one counts, so a list that omits or reorders entries cannot pick the
+//! verdict from the believed ones it keeps: any believed SBOM that denies
+//! denies; for vulnerability reports, any believed report within `maxAge`
+//! (its scan time, else the fetched manifest's own creation annotation, never
+//! the list's) that denies denies, and when none is within `maxAge` the
+//! newest one's `too-old` denies. The attachment named in the report is the
+//! newest deciding one by its manifest's own annotation. Every candidate
+//! passed over is listed with why. No believed attachment, or a budget that
+//! ran out before the examined candidates were all examined, is a deny.
 
 use crate::config::{Config, Discovery, NotationTrust, SigstoreTrust, TrustSet, VerifierKind};
 use crate::report::VerifierRun;
@@ -23,7 +34,7 @@ use crate::verify::{Budget, Subject};
 use pullgate_reference::Digest;
 use pullgate_registry::types::{Descriptor, ImageManifest, OCI_MANIFEST, ReferrersSource};
 use pullgate_registry::{Client, Repository};
-use pullgate_sbom::{Binding, Decision, ImageIds, SbomKind};
+use pullgate_sbom::{Binding, Decision, FindingRule, ImageIds, SbomKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -95,6 +106,48 @@ pub struct AttachedReport {
     /// Attachments passed over, and why (capped).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored: Vec<IgnoredAttachment>,
+    /// How many attachments were believed (all of them count towards the verdict).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub believed: usize,
+    /// Candidates listed beyond [`MAX_CANDIDATES`], not examined.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub not_examined: usize,
+}
+
+impl AttachedReport {
+    /// `explain`'s lines for this report: the deciding document, its
+    /// findings, the attachments passed over (each line indented by two).
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        match &self.document {
+            Some(d) => s.push_str(&format!(
+                "  document {d} ({}){}: {}\n",
+                self.artifact_type.as_deref().unwrap_or("-"),
+                self.signed.as_deref().map(|w| format!(" signed {w}")).unwrap_or_default(),
+                self.summary
+            )),
+            None => s.push_str(&format!("  no document decided: {}\n", self.summary)),
+        }
+        if self.believed > 1 {
+            s.push_str(&format!("  {} attachments believed, all counted\n", self.believed));
+        }
+        for f in &self.findings {
+            s.push_str(&format!("  finding {} {}: {}\n", f.rule, f.item, f.detail));
+        }
+        if self.omitted > 0 {
+            s.push_str(&format!("  {} more findings not kept\n", self.omitted));
+        }
+        for i in &self.ignored {
+            s.push_str(&format!("  ignored {}: {}\n", i.manifest, i.reason));
+        }
+        if self.not_examined > 0 {
+            s.push_str(&format!(
+                "  {} more candidates listed, not examined (at most {MAX_CANDIDATES})\n",
+                self.not_examined
+            ));
+        }
+        s
+    }
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -182,7 +235,27 @@ struct Believed {
     manifest: String,
     artifact_type: String,
     signed: Option<String>,
+    /// Its fetched manifest's own `created` annotation (covered by its signature).
+    created: Option<SystemTime>,
     decision: Decision,
+}
+
+impl Believed {
+    /// Under `maxAge`, a report too old or of unknown age does not count.
+    fn current(&self) -> bool {
+        !self.decision.findings.iter().any(|f| matches!(f.rule, FindingRule::TooOld | FindingRule::ScanTimeUnknown))
+    }
+}
+
+/// Picks the believed attachment that decides: the newest (by its own
+/// annotation) denying one among those that count, else the newest counting
+/// one; when none counts (all too old), the newest, whose `too-old` denies.
+fn deciding(mut believed: Vec<Believed>) -> Option<Believed> {
+    believed.sort_by_key(|b| (std::cmp::Reverse(b.created), b.manifest.clone()));
+    let counted = believed.iter().position(Believed::current);
+    let denying = believed.iter().position(|b| b.current() && !b.decision.allowed);
+    let at = denying.or(counted).unwrap_or(0);
+    (at < believed.len()).then(|| believed.swap_remove(at))
 }
 
 /// The state of one run: the report being built.
@@ -231,23 +304,37 @@ async fn run(client: &Client, subject: &Subject, budget: &mut Budget, kind: Kind
     });
     let mut exam = Exam { client, subject, repo, discovery, report: AttachedReport::default(), config_digest: None };
     let mut candidates: Vec<&Descriptor> = referrers.descriptors.iter().filter(|d| wanted(d)).collect();
-    // Newest first; undated ones last; the digest breaks ties.
+    // Fetch order only (the list is unsigned): newest first as listed; undated last; the digest breaks ties.
     candidates.sort_by_key(|d| (std::cmp::Reverse(created(&d.annotations)), d.digest.clone()));
     if candidates.len() > MAX_CANDIDATES {
         for d in &candidates[MAX_CANDIDATES..] {
-            exam.ignore(&d.digest, format!("more than {MAX_CANDIDATES} attachments; older ones not examined"));
+            let why =
+                format!("not examined: more than {MAX_CANDIDATES} candidates, and the list says this one is older");
+            exam.ignore(&d.digest, why);
         }
+        exam.report.not_examined = candidates.len() - MAX_CANDIDATES;
         candidates.truncate(MAX_CANDIDATES);
     }
+    let mut believed = Vec::new();
     for d in candidates {
         match examine(&mut exam, &a, d, budget, kind).await {
-            Ok(Some(b)) => return decided(run, exam.report, b, kind),
+            Ok(Some(b)) => believed.push(b),
             Ok(None) => {}
             Err(reason) => return finish(run, "error", reason, exam.report),
         }
         if budget.summary().is_some() {
             break;
         }
+    }
+    exam.report.believed = believed.len();
+    // A budget that ran out may have kept a denying attachment from being examined.
+    if let (Some(b), false) = (budget.summary(), believed.is_empty()) {
+        let reason = format!("{} not decided: {b} before every listed one was examined", kind.noun());
+        exam.report.summary = reason.clone();
+        return finish(run, "fail", reason, exam.report);
+    }
+    if let Some(b) = deciding(believed) {
+        return decided(run, exam.report, b, kind);
     }
     let ignored = exam.report.ignored.len();
     let mut reason = format!("no usable {} attached to {digest}", kind.noun());
@@ -284,13 +371,20 @@ fn decided(run: VerifierRun, mut report: AttachedReport, b: Believed, kind: Kind
         .take(3)
         .map(|f| format!("{} {}", f.rule.as_str(), f.item))
         .collect();
+    let of = if report.believed > 1 { format!(" (decides among {} believed)", report.believed) } else { String::new() };
     let (result, reason) = if d.allowed {
-        ("pass", format!("{} {} passes: {}", kind.noun(), b.manifest, d.summary))
+        ("pass", format!("{} {} passes{of}: {}", kind.noun(), b.manifest, d.summary))
     } else {
         let more = d.findings.iter().filter(|f| f.rule.denies()).count() + d.omitted;
         (
             "fail",
-            format!("{} {} denies ({more} findings: {}): {}", kind.noun(), b.manifest, denying.join(", "), d.summary),
+            format!(
+                "{} {} denies{of} ({more} findings: {}): {}",
+                kind.noun(),
+                b.manifest,
+                denying.join(", "),
+                d.summary
+            ),
         )
     };
     finish(run, result, reason, report)
@@ -356,12 +450,13 @@ async fn examine(
         return Ok(None);
     };
     let Some(bytes) = document(exam, &d.digest, layer, budget).await? else { return Ok(None) };
-    let scanned = created(&manifest.annotations).or_else(|| created(&d.annotations));
+    // The manifest's own annotation (what a signature covers), never the list's.
+    let created = created(&manifest.annotations);
     let decision = match kind {
         Kind::Sbom => sbom_decision(exam, &d.digest, &artifact_type, layer, &bytes).await,
-        Kind::Vulnerability => report_decision(exam, a, &d.digest, &bytes, scanned).await,
+        Kind::Vulnerability => report_decision(exam, a, &d.digest, &bytes, created).await,
     };
-    Ok(decision.map(|decision| Believed { manifest: d.digest.clone(), artifact_type, signed, decision }))
+    Ok(decision.map(|decision| Believed { manifest: d.digest.clone(), artifact_type, signed, created, decision }))
 }
 
 fn skip_or_fail<T>(

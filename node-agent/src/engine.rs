@@ -415,7 +415,7 @@ impl Engine {
             media_type: req.descriptor.media_type.clone(),
             size: req.descriptor.size,
             examine_time,
-            attachments: crate::attached::Attachments::of(&loaded.config),
+            attachments: loaded.attachments.clone(),
         };
         let (loaded2, cache, id) = (loaded.clone(), self.cache.clone(), report_id.to_string());
         // The shared verification has the agent's own budget, not the

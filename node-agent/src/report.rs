@@ -575,6 +575,9 @@ pub fn render(r: &Report) -> String {
                 s.push_str(&format!("    {:<19} {:<13} {}\n", c.check, c.status, c.reason));
             }
         }
+        if let Some(a) = &v.attached {
+            s.push_str(&a.render());
+        }
     }
     if let Some(p) = &r.policy {
         s.push_str(&render_policy(p));
@@ -710,6 +713,50 @@ mod tests {
         let text = render(&r);
         assert!(text.contains("  on manifest sha256:arm (linux/arm64)\n"), "{text}");
         assert!(text.contains("verified under trust set team-a"), "{text}");
+    }
+
+    #[test]
+    fn render_lists_the_attached_document_findings_and_ignored() {
+        use crate::attached::{AttachedReport, FindingReport, IgnoredAttachment};
+        let mut r = report("r2", "sha256:i");
+        let finding = |n: usize| FindingReport {
+            rule: "severity".into(),
+            item: format!("CVE-2026-{n:04}"),
+            detail: format!("severity critical ({n})"),
+        };
+        let attached = AttachedReport {
+            document: Some("sha256:doc".into()),
+            artifact_type: Some("application/sarif+json".into()),
+            signed: Some("cosign: key k".into()),
+            summary: "grype: 5 results".into(),
+            findings: (0..5).map(finding).collect(),
+            omitted: 2,
+            ignored: vec![IgnoredAttachment { manifest: "sha256:junk".into(), reason: "unreadable report".into() }],
+            believed: 2,
+            not_examined: 3,
+        };
+        r.verification.push(VerifierRun {
+            verifier: "vulnerability".into(),
+            result: "fail".into(),
+            reason: "denies".into(),
+            registry: None,
+            referrers: None,
+            signatures: vec![],
+            subject: None,
+            platform: None,
+            attached: Some(attached),
+        });
+        let text = render(&r);
+        let doc = "  document sha256:doc (application/sarif+json) signed cosign: key k: grype: 5 results\n";
+        assert!(text.contains(doc), "{text}");
+        for n in 0..5 {
+            let line = format!("  finding severity CVE-2026-{n:04}: severity critical ({n})\n");
+            assert!(text.contains(&line), "{text}");
+        }
+        assert!(text.contains("  2 more findings not kept\n"), "{text}");
+        assert!(text.contains("  ignored sha256:junk: unreadable report\n"), "{text}");
+        assert!(text.contains("  2 attachments believed, all counted\n"), "{text}");
+        assert!(text.contains("  3 more candidates listed, not examined"), "{text}");
     }
 
     #[test]

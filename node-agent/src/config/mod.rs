@@ -109,6 +109,8 @@ pub struct Loaded {
     pub dir: PathBuf,
     /// Non-fatal findings, e.g. allowlist entries that are not digest-pinned.
     pub warnings: Vec<Issue>,
+    /// The attached-artifact verifiers' policies and trust sets, built once per generation.
+    pub attachments: std::sync::Arc<crate::attached::Attachments>,
 }
 
 /// One problem in a config, located by file and field.
@@ -182,7 +184,8 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, ConfigError> {
         cluster::resolve(c, &files).map_err(invalid)?;
     }
     config.policies = policy::compile(policies, &files).map_err(invalid)?;
-    Ok(Loaded { config, generation: generation_id(&files), dir: dir.to_path_buf(), warnings })
+    let attachments = crate::attached::Attachments::of(&config);
+    Ok(Loaded { config, generation: generation_id(&files), dir: dir.to_path_buf(), warnings, attachments })
 }
 
 /// An issue in `pullgate.toml` at `field`.
