@@ -260,8 +260,6 @@ struct Inner {
     basic_hosts: Mutex<HashSet<String>>,
     http: Mutex<HashMap<String, reqwest::Client>>,
     polite: Polite,
-    /// Endpoint hosts configured as plain HTTP in hosts.toml.
-    plain_http: Mutex<HashSet<String>>,
     /// Endpoints by registry host, re-read after [`HOSTS_TTL`].
     resolved: Mutex<HashMap<String, (Arc<hosts::Resolved>, std::time::Instant)>>,
     /// The mirror that last served each repository (`host/path`), for reports.
@@ -292,7 +290,6 @@ impl Client {
                 basic_hosts: Mutex::new(HashSet::new()),
                 http: Mutex::new(HashMap::new()),
                 polite: Polite::default(),
-                plain_http: Mutex::new(HashSet::new()),
                 resolved: Mutex::new(HashMap::new()),
                 served_by: Mutex::new(HashMap::new()),
                 helper_cache: Mutex::new(HashMap::new()),
@@ -849,15 +846,18 @@ impl Client {
             };
             let via_repo =
                 if itself { repo.clone() } else { Repository { host: ep.host.clone(), path: repo.path.clone() } };
-            if scheme == "http" && !itself {
-                self.inner.plain_http.lock().unwrap_or_else(|p| p.into_inner()).insert(ep.host.clone());
-            }
+            let plain = scheme == "http";
+            let secrets = !plain || self.host_options(&via_repo.host).insecure;
+            let auth_key = if secrets { via_repo.host.clone() } else { format!("http://{}", via_repo.host) };
             let label = if itself { String::new() } else { format!(" via {}", ep.display()) };
             out.push(Via {
                 repo: via_repo,
                 base: format!("{scheme}://{}{}", ep.host, ep.path),
                 endpoint: ep.clone(),
                 label,
+                plain,
+                secrets,
+                auth_key,
             });
         }
         if out.is_empty() {
@@ -952,7 +952,7 @@ impl Client {
         for _ in 0..=MAX_REDIRECTS {
             let on_registry = same_origin(&url, &origin);
             let resp = if on_registry {
-                self.send_to_registry(target, &via.endpoint.headers, &http, &url, deadline).await?
+                self.send_to_registry(target, via, &http, &url, deadline).await?
             } else {
                 self.send_elsewhere(target, &http, &url, deadline).await?
             };
@@ -968,7 +968,7 @@ impl Client {
                     detail: ": a redirect, which is followed only for blob downloads".into(),
                 });
             }
-            url = self.redirect_target(target, &url, &resp)?;
+            url = Self::redirect_target(target, via, &url, &resp)?;
             tracing::debug!(registry = host, to = %url.host_str().unwrap_or_default(), status, "following a blob redirect");
         }
         Err(RegistryError::Status {
@@ -980,10 +980,10 @@ impl Client {
     }
 
     /// Where a redirect answer points, if it may be followed: an absolute or
-    /// relative `Location`, HTTPS unless the registry is marked insecure.
+    /// relative `Location`, HTTPS unless the endpoint itself is plain HTTP.
     fn redirect_target(
-        &self,
         target: &Target<'_>,
+        via: &Via,
         from: &reqwest::Url,
         resp: &reqwest::Response,
     ) -> Result<reqwest::Url, RegistryError> {
@@ -1002,7 +1002,7 @@ impl Client {
         let to = from.join(location).map_err(|_| bad("a redirect to an invalid Location"))?;
         match to.scheme() {
             "https" => Ok(to),
-            "http" if self.host_options(host).insecure => Ok(to),
+            "http" if via.plain => Ok(to),
             _ => Err(bad("a redirect to a location that is not HTTPS")),
         }
     }
@@ -1039,12 +1039,37 @@ impl Client {
         }
     }
 
+    /// One attempt's GET to an endpoint: its hosts.toml headers, then its
+    /// token, or its basic credentials once it asked for them.
+    async fn endpoint_request(
+        &self,
+        target: &Target<'_>,
+        via: &Via,
+        http: &reqwest::Client,
+        url: &reqwest::Url,
+        scope: &str,
+        deadline: Instant,
+    ) -> Result<reqwest::RequestBuilder, RegistryError> {
+        let mut req = http.get(url.clone()).header(reqwest::header::ACCEPT, target.accept.join(", "));
+        for (name, value) in &via.endpoint.headers {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        if let Some(token) = self.inner.tokens.get(&via.auth_key, scope) {
+            req = req.bearer_auth(token);
+        } else if self.inner.basic_hosts.lock().unwrap_or_else(|p| p.into_inner()).contains(&via.auth_key)
+            && let Credential::Basic { username, password } = self.credential_for(via, deadline).await?
+        {
+            req = req.basic_auth(username, Some(password));
+        }
+        Ok(req)
+    }
+
     /// One GET to the registry itself, with its credentials, challenges,
     /// throttling and transient-failure retries.
     async fn send_to_registry(
         &self,
         target: &Target<'_>,
-        headers: &[(String, String)],
+        via: &Via,
         http: &reqwest::Client,
         url: &reqwest::Url,
         deadline: Instant,
@@ -1056,17 +1081,7 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut req = http.get(url.clone()).header(reqwest::header::ACCEPT, target.accept.join(", "));
-            for (name, value) in headers {
-                req = req.header(name.as_str(), value.as_str());
-            }
-            if let Some(token) = self.inner.tokens.get(host, &scope) {
-                req = req.bearer_auth(token);
-            } else if self.inner.basic_hosts.lock().unwrap_or_else(|p| p.into_inner()).contains(host)
-                && let Credential::Basic { username, password } = self.credential(repo, deadline).await?
-            {
-                req = req.basic_auth(username, Some(password));
-            }
+            let req = self.endpoint_request(target, via, http, url, &scope, deadline).await?;
             let started = Instant::now();
             let sent = tokio::time::timeout_at(deadline, req.send()).await;
             let status = sent.as_ref().ok().and_then(|r| r.as_ref().ok()).map(|r| r.status().as_u16());
@@ -1101,12 +1116,13 @@ impl Client {
             self.count(host, &status.to_string());
             if status == 401 && !authed_once {
                 authed_once = true;
-                if self.answer_challenge(repo, http, &resp, &scope, deadline).await? {
+                if self.answer_challenge(via, http, &resp, &scope, deadline).await? {
                     continue;
                 }
             }
             if status == 401 || status == 403 {
-                let detail = match self.credential(repo, deadline).await? {
+                let detail = match self.credential_for(via, deadline).await? {
+                    Credential::Anonymous if !via.secrets => format!("HTTP {status}; {}", no_secrets(via)),
                     Credential::Anonymous => format!("HTTP {status}, no credentials configured"),
                     _ => format!("HTTP {status} with the configured credentials"),
                 };
@@ -1138,12 +1154,13 @@ impl Client {
     /// should be sent again.
     async fn answer_challenge(
         &self,
-        repo: &Repository,
+        via: &Via,
         http: &reqwest::Client,
         resp: &reqwest::Response,
         scope: &str,
         deadline: Instant,
     ) -> Result<bool, RegistryError> {
+        let repo = &via.repo;
         let host = repo.host.as_str();
         let challenge = resp
             .headers()
@@ -1152,17 +1169,21 @@ impl Client {
             .and_then(auth::parse_challenge);
         match challenge {
             Some(Challenge::Bearer { realm, service, .. }) => {
-                self.fetch_token(repo, http, &realm, service.as_deref(), scope, deadline).await.map(|()| true)
+                self.fetch_token(via, http, &realm, service.as_deref(), scope, deadline).await.map(|()| true)
             }
-            Some(Challenge::Basic) => match self.credential(repo, deadline).await? {
+            Some(Challenge::Basic) => match self.credential_for(via, deadline).await? {
                 Credential::Basic { .. } => {
-                    self.inner.basic_hosts.lock().unwrap_or_else(|p| p.into_inner()).insert(host.into());
+                    self.inner.basic_hosts.lock().unwrap_or_else(|p| p.into_inner()).insert(via.auth_key.clone());
                     Ok(true)
                 }
                 _ => Err(RegistryError::Unauthorized {
                     registry: host.into(),
                     repository: repo.path.clone(),
-                    detail: "basic auth required and no credentials are configured".into(),
+                    detail: if via.secrets {
+                        "basic auth required and no credentials are configured".into()
+                    } else {
+                        format!("basic auth required; {}", no_secrets(via))
+                    },
                 }),
             },
             None => Ok(false),
@@ -1172,13 +1193,14 @@ impl Client {
     /// Runs the bearer token flow for `scope` and caches the token.
     async fn fetch_token(
         &self,
-        repo: &Repository,
+        via: &Via,
         http: &reqwest::Client,
         realm: &str,
         service: Option<&str>,
         scope: &str,
         deadline: Instant,
     ) -> Result<(), RegistryError> {
+        let repo = &via.repo;
         let host = repo.host.as_str();
         let what = format!("token for {scope}");
         let mut url = reqwest::Url::parse(realm).map_err(|e| RegistryError::Invalid {
@@ -1186,7 +1208,8 @@ impl Client {
             what: what.clone(),
             detail: format!("token realm {realm:?} is not a URL: {e}"),
         })?;
-        if url.scheme() != "https" && !self.host_options(host).insecure {
+        // A plain-HTTP realm only for an endpoint that is plain HTTP itself.
+        if url.scheme() != "https" && !via.plain {
             return Err(RegistryError::Invalid {
                 registry: host.into(),
                 what,
@@ -1201,7 +1224,7 @@ impl Client {
             q.append_pair("scope", scope);
         }
         let mut req = http.get(url);
-        if let Credential::Basic { username, password } = self.credential(repo, deadline).await? {
+        if let Credential::Basic { username, password } = self.credential_for(via, deadline).await? {
             req = req.basic_auth(username, Some(password));
         }
         let resp = match tokio::time::timeout_at(deadline, req.send()).await {
@@ -1238,8 +1261,18 @@ impl Client {
         })?;
         // The distribution token spec: 60 s when expires_in is absent.
         let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(60).clamp(1, 24 * 3600));
-        self.inner.tokens.insert(host, scope, token, lifetime);
+        self.inner.tokens.insert(&via.auth_key, scope, token, lifetime);
         Ok(())
+    }
+
+    /// The credential an endpoint may be sent: none over plain HTTP unless
+    /// its host is marked insecure (see [`Via::secrets`]), so no helper or
+    /// provider is even run for such an endpoint.
+    async fn credential_for(&self, via: &Via, deadline: Instant) -> Result<Credential, RegistryError> {
+        if !via.secrets {
+            return Ok(Credential::Anonymous);
+        }
+        self.credential(&via.repo, deadline).await
     }
 
     /// The credential for a repository, running a credential helper if needed.
@@ -1272,11 +1305,11 @@ impl Client {
         Ok(c)
     }
 
+    /// The agent's own settings for `host`. Only these make a host
+    /// insecure: a hosts.toml `http://` endpoint is plain HTTP for that
+    /// endpoint of that registry alone (see [`Via::plain`]).
     fn host_options(&self, host: &str) -> HostOptions {
-        let mut o = self.inner.options.hosts.get(host).cloned().unwrap_or_default();
-        // A hosts.toml `http://` endpoint is plain HTTP by the node's own configuration.
-        o.insecure |= self.inner.plain_http.lock().unwrap_or_else(|p| p.into_inner()).contains(host);
-        o
+        self.inner.options.hosts.get(host).cloned().unwrap_or_default()
     }
 
     fn scheme(&self, host: &str) -> &'static str {
@@ -1322,7 +1355,7 @@ impl Client {
             // Redirects are handled in `send_via`: only for blobs, and without
             // credentials when they leave the registry's host.
             .redirect(reqwest::redirect::Policy::none())
-            .https_only(!opts.insecure)
+            .https_only(!via.plain)
             .tls_backend_preconfigured(config)
             .build()
             .map_err(|e| tls_err(e.to_string()))?;
@@ -1383,6 +1416,20 @@ struct Via {
     endpoint: hosts::Endpoint,
     /// ` via <endpoint>` for a mirror, empty for the registry itself.
     label: String,
+    /// `base` is plain HTTP. Only this endpoint is: the scheme belongs to
+    /// the endpoint as this registry's config lists it, never to its host,
+    /// so one registry's hosts.toml cannot turn TLS off for another. Token
+    /// realms and blob redirects may be plain HTTP only here.
+    plain: bool,
+    /// Credentials (keychain, helpers, providers, tokens got with them) may
+    /// be sent: over HTTPS, or over plain HTTP to a host the agent's own
+    /// `[registries]` settings mark insecure. A hosts.toml `http://` endpoint
+    /// alone is used anonymously.
+    secrets: bool,
+    /// Key of this endpoint's tokens and basic-auth state: the host, or
+    /// `http://host` for an anonymous plain endpoint, so a token got with
+    /// credentials over HTTPS is never sent over plain HTTP.
+    auth_key: String,
 }
 
 /// What a request needs of an endpoint (containerd's capabilities).
@@ -1425,6 +1472,14 @@ fn digest_in_path(path: &str) -> Option<&str> {
 /// it after any failure; only a spent deadline ends the search).
 fn falls_back(e: &RegistryError) -> bool {
     !matches!(e, RegistryError::Deadline { .. })
+}
+
+/// Why an endpoint was sent no credentials, and what to do about it.
+fn no_secrets(via: &Via) -> String {
+    format!(
+        "credentials are not sent over plain HTTP to {}; mark it insecure under [registries] to allow that",
+        via.repo.host
+    )
 }
 
 fn no_endpoint(repo: &Repository, what: &str) -> RegistryError {

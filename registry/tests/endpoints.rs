@@ -1,15 +1,19 @@
 //! hosts.toml endpoints and the shared TLS setup against real Debian
 //! `docker-registry` instances: a TLS mirror trusted through hosts.toml
 //! `ca`, fallback past failing and empty endpoints, a mirror serving other
-//! bytes, and the system trust store read at most once per process however
-//! many clients and endpoints there are.
+//! bytes, the system trust store read at most once per process however
+//! many clients and endpoints there are, and one registry's plain-HTTP
+//! mirror never making that mirror's host plain HTTP (or credentialed over
+//! plain HTTP) anywhere else.
 
+use pullgate_registry::auth::{Credential, Keychain};
 use pullgate_registry::hosts::HostsDirs;
 use pullgate_registry::types::Descriptor;
 use pullgate_registry::{Client, ClientOptions, HostOptions, Repository, tls};
 use pullgate_testkit::{Registry, RegistryOptions};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -102,4 +106,103 @@ async fn fallback_passes_failures_misses_and_wrong_bytes_and_ends_at_the_registr
     let c = client(&upstream, &certs);
     let err = c.blob(&repo, &config, 1024, deadline()).await.unwrap_err();
     assert!(err.to_string().contains("does not match its digest"), "{err}");
+}
+
+/// What clients sent on each connection through a [`relay`].
+type Seen = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// A TCP relay on a free port in front of `to`, recording the bytes each
+/// connection sends, so a test sees what crossed the wire in the clear.
+/// Its tasks end with the test's runtime.
+async fn relay(to: String) -> (String, Seen) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (to, record) = (to.clone(), record.clone());
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(&to).await else { return };
+                let index = {
+                    let mut all = record.lock().unwrap();
+                    all.push(Vec::new());
+                    all.len() - 1
+                };
+                let (mut from_client, mut to_client) = client.split();
+                let (mut from_server, mut to_server) = server.split();
+                let up = async {
+                    let mut buf = [0u8; 8192];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        record.lock().unwrap()[index].extend_from_slice(&buf[..n]);
+                        if to_server.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_server.shutdown().await;
+                };
+                let _ = tokio::join!(up, tokio::io::copy(&mut from_server, &mut to_client));
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn sent_in_clear(seen: &Seen) -> Vec<String> {
+    seen.lock().unwrap().iter().map(|c| String::from_utf8_lossy(c).to_ascii_lowercase()).collect()
+}
+
+#[tokio::test]
+async fn a_plain_http_mirror_of_one_registry_stays_https_and_uncredentialed_for_its_own_images() {
+    const PASS: &str = "b-s3cret-pass";
+    let b = Registry::start(RegistryOptions { htpasswd: Some(("puller".into(), PASS.into())), tls: false }).await;
+    let a = Registry::start(RegistryOptions::default()).await;
+    let (digest, _) = push_image(&a, "same").await;
+    assert_eq!(push_image(&b, "same").await.0, digest);
+    let (b_host, seen) = relay(b.host.clone()).await;
+    let t = tempfile::tempdir().unwrap();
+    let certs = t.path().join("certs.d");
+    // Registry A's hosts.toml lists B over plain HTTP; nothing marks B insecure.
+    write_hosts(&certs, &a.host, &format!("[host.\"http://{b_host}\"]\n"));
+    let mut keychain = Keychain::new();
+    keychain.insert(&b_host, Credential::Basic { username: "puller".into(), password: PASS.into() });
+    let c = client(&a, &certs);
+    c.set_keychain(keychain.clone());
+    let repo_a = Repository { host: a.host.clone(), path: "app".into() };
+    let m = c.manifest_by_tag(&repo_a, "v1", deadline()).await.unwrap().expect("the tag");
+    assert_eq!(m.digest, digest);
+    let served = c.served_by(&repo_a);
+    let clear = sent_in_clear(&seen);
+
+    // B's own image, after A's mirror list named B over plain HTTP: HTTPS
+    // (which B, serving plain HTTP, cannot answer), never plain HTTP.
+    let before: Vec<usize> = seen.lock().unwrap().iter().map(Vec::len).collect();
+    let repo_b = Repository { host: b_host.clone(), path: "app".into() };
+    let own = c.manifest_by_tag(&repo_b, "v1", deadline()).await;
+    assert!(own.is_err(), "B's own image was fetched over plain HTTP: {:?}", own.map(|m| m.map(|m| m.digest)));
+    let after = seen.lock().unwrap().clone();
+    let reused: Vec<usize> = after[..before.len()].iter().map(Vec::len).collect();
+    assert_eq!(reused, before, "nothing more was sent on the plain-HTTP connections");
+    let later = &after[before.len()..];
+    assert!(!later.is_empty(), "B was asked");
+    assert!(later.iter().all(|c| c.first() == Some(&0x16)), "only TLS handshakes reached B: {later:?}");
+
+    // As A's mirror B was asked over plain HTTP, anonymously; refused, so A served.
+    assert!(clear.iter().any(|r| r.starts_with("get /v2/app/")), "A's mirror B was asked over plain HTTP: {clear:?}");
+    assert!(clear.iter().all(|r| !r.contains("authorization:")), "B's credentials crossed plain HTTP: {clear:?}");
+    assert_eq!(served, None, "B refused the anonymous request; A itself served");
+
+    // Marked insecure in the agent's own settings, B may be sent its credentials over plain HTTP.
+    let mut opts = ClientOptions::default();
+    opts.hosts.insert(a.host.clone(), HostOptions { insecure: true, ..Default::default() });
+    opts.hosts.insert(b_host.clone(), HostOptions { insecure: true, ..Default::default() });
+    opts.hosts_dirs = Some(Arc::new(HostsDirs::new(vec![certs.clone()], None)));
+    let c = Client::new(opts);
+    c.set_keychain(keychain);
+    c.manifest_by_tag(&repo_a, "v1", deadline()).await.unwrap().expect("the tag");
+    assert_eq!(
+        c.served_by(&repo_a),
+        Some(format!("http://{b_host}/v2")),
+        "the insecure mirror served with credentials"
+    );
 }
