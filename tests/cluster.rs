@@ -520,3 +520,101 @@ async fn cluster_mode_routes_keys_across_a_three_node_redis_cluster() {
     })
     .await;
 }
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A throw-away CA and a certificate for 127.0.0.1 signed by it, in `dir`.
+fn test_ca(dir: &Path, name: &str) {
+    let ca = |f: &str| format!("{name}-{f}");
+    let (key, pem) = (ca("ca.key"), ca("ca.pem"));
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &["-days", "2", "-subj", "/CN=pullgate redis test CA", "-keyout", &key, "-out", &pem],
+        ]
+        .concat(),
+        dir,
+    );
+    let (skey, csr, cert) = (ca("server.key"), ca("server.csr"), ca("server.pem"));
+    openssl(&[&["req"], &ec[..], &["-subj", "/CN=127.0.0.1", "-keyout", &skey, "-out", &csr]].concat(), dir);
+    std::fs::write(
+        dir.join(ca("ext")),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    let ext = ca("ext");
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &csr,
+            "-CA",
+            &pem,
+            "-CAkey",
+            &key,
+            "-CAcreateserial",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+        dir,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_verifies_the_server_against_the_configured_ca_only() {
+    if Command::new("redis-server").arg("--version").output().is_err()
+        || Command::new("openssl").arg("version").output().is_err()
+    {
+        println!("skipped: redis-server or openssl is not installed");
+        return;
+    }
+    let certs = tempfile::tempdir().expect("tempdir");
+    test_ca(certs.path(), "good");
+    test_ca(certs.path(), "other");
+    let file = |f: &str| certs.path().join(f).display().to_string();
+    let mut p = Processes(Vec::new(), Vec::new());
+    let port = free_port();
+    let args = [
+        "--tls-port".to_string(),
+        port.to_string(),
+        "--tls-cert-file".into(),
+        file("good-server.pem"),
+        "--tls-key-file".into(),
+        file("good-server.key"),
+        "--tls-ca-cert-file".into(),
+        file("good-ca.pem"),
+        "--tls-auth-clients".into(),
+        "no".into(),
+    ];
+    // Plain TCP on another port (redis-server needs one unless `--port 0`).
+    spawn_redis(&mut p, free_port(), &args);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "no TLS listener");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("rediss://127.0.0.1:{port}");
+    let prefix = fresh_prefix();
+    let with_ca = |pem: &str| {
+        let mut s = settings(&url, &prefix);
+        s.ca_pem = Some(std::fs::read(certs.path().join(pem)).expect("ca"));
+        s.timeout = Duration::from_secs(2);
+        ClusterTier::new(s, None).expect("tier")
+    };
+    round_trip(|| with_ca("good-ca.pem")).await;
+    // A server the configured CA did not sign is not talked to.
+    let wrong = with_ca("other-ca.pem");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    assert!(wrong.get(SharedKind::Content, &format!("sha256:{}", "0".repeat(64)), 10, deadline).await.is_none());
+    assert_eq!(wrong.counts().fallbacks, 1, "the TLS handshake failed: {:?}", wrong.counts());
+}
