@@ -83,13 +83,20 @@ pub struct ProviderSpec {
     pub token_attributes: Option<serde_json::Value>,
 }
 
-/// An `env` entry.
-#[derive(Debug, Clone, Deserialize)]
+/// An `env` entry. Its `Debug` hides the value: plugins are commonly
+/// given keys and tokens this way.
+#[derive(Clone, Deserialize)]
 pub struct EnvVar {
     /// Variable name.
     pub name: String,
     /// Value.
     pub value: String,
+}
+
+impl std::fmt::Debug for EnvVar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EnvVar({}=<redacted>)", self.name)
+    }
 }
 
 /// A problem in the credential-provider config, as check-config reports it.
@@ -132,7 +139,7 @@ pub struct Providers {
     providers: Vec<Provider>,
 }
 
-#[derive(Debug)]
+/// `Debug` by hand: `env` values are shown as `<redacted>`.
 struct Provider {
     name: String,
     binary: PathBuf,
@@ -144,6 +151,21 @@ struct Provider {
     cache: Mutex<HashMap<String, Cached>>,
     /// One exec at a time, so a burst for one image execs once.
     exec: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<String> = self.env.iter().map(|(name, _)| format!("{name}=<redacted>")).collect();
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("binary", &self.binary)
+            .field("match_images", &self.match_images)
+            .field("default_cache", &self.default_cache)
+            .field("api_version", &self.api_version)
+            .field("args", &self.args)
+            .field("env", &env)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Registry patterns and their credentials, as one answer gave them.
@@ -621,6 +643,25 @@ mod tests {
         assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
         for bad in ["", "5", "-1h", "1d", "h", "1e9h"] {
             assert_eq!(parse_go_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_plugin_env_values() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("ecr"), "").unwrap();
+        let file: ConfigFile = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kubelet.config.k8s.io/v1", "kind": "CredentialProviderConfig",
+            "providers": [{"name": "ecr", "matchImages": ["*.example"], "defaultCacheDuration": "1m",
+                "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+                "env": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "wJalrXUtnFEMI-secret"}]}]
+        }))
+        .unwrap();
+        let config = format!("{file:?}");
+        let providers = format!("{:?}", Providers::from_config(file, t.path()).unwrap());
+        for shown in [config, providers] {
+            assert!(!shown.contains("wJalrXUtnFEMI-secret"), "{shown}");
+            assert!(shown.contains("AWS_SECRET_ACCESS_KEY=<redacted>"), "{shown}");
         }
     }
 

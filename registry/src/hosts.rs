@@ -44,8 +44,10 @@ impl Capabilities {
     pub const ALL: Capabilities = Capabilities { pull: true, resolve: true, push: true };
 }
 
-/// One place containerd would send a registry request to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One place containerd would send a registry request to. Its `Debug`
+/// shows header names only: a header value can be a credential
+/// (`Authorization`), and endpoints reach logs through the client's options.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// `http` or `https`; `None` for the registry itself without a `server`
     /// line, whose scheme comes from the agent's registry settings.
@@ -66,6 +68,23 @@ pub struct Endpoint {
     pub headers: Vec<(String, String)>,
     /// True for the last entry when it is the registry itself (no `server` line).
     pub upstream: bool,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<String> = self.headers.iter().map(|(name, _)| format!("{name}: <redacted>")).collect();
+        f.debug_struct("Endpoint")
+            .field("scheme", &self.scheme)
+            .field("host", &self.host)
+            .field("path", &self.path)
+            .field("capabilities", &self.capabilities)
+            .field("ca", &self.ca)
+            .field("client", &self.client)
+            .field("skip_verify", &self.skip_verify)
+            .field("headers", &headers)
+            .field("upstream", &self.upstream)
+            .finish()
+    }
 }
 
 impl Endpoint {
@@ -636,6 +655,23 @@ mod tests {
         std::fs::create_dir_all(t.path().join("sub")).unwrap();
         assert!(dirs.resolve("../_default").endpoints[0].upstream);
         assert!(dirs.resolve("a/b").endpoints[0].upstream);
+    }
+
+    #[test]
+    fn debug_output_names_headers_but_never_shows_their_values() {
+        let t = tempfile::tempdir().unwrap();
+        write(
+            t.path(),
+            "r.example",
+            "[host.\"https://m.example\".header]\n  authorization = \"Basic c2VjcmV0LXZhbHVl\"\n  x-token = [\"tok-1\", \"tok-2\"]\n",
+        );
+        let r = HostsDirs::new(vec![t.path().into()], None).resolve("r.example");
+        assert_eq!(r.endpoints[0].headers.len(), 3, "{:?}", r.problems);
+        let shown = format!("{:?} {r:?}", r.endpoints[0]);
+        for secret in ["c2VjcmV0LXZhbHVl", "tok-1", "tok-2"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("authorization: <redacted>") && shown.contains("m.example"), "{shown}");
     }
 
     #[test]
