@@ -201,13 +201,16 @@ async fn sign(reg: &Registry, repo: &str, key: &CosignKey, what: &[&Pushed]) {
 type Row<'a> = (&'a str, &'a str, &'a str, &'a Pushed, bool, String);
 
 /// Runs every row against the real registry; reports all rows that differ.
+/// A deny must be a verified deny, not the failure policy after an error.
 fn check_rows(reg: &Registry, key: &CosignKey, repo: &str, rows: &[Row<'_>]) {
     let mut failures = Vec::new();
     for (platforms, node, tag, index, allow, needle) in rows {
         let a = agent(&reg.host, key, platforms, node);
         let run = a.verify(&format!("{}/{repo}:{tag}", reg.host), &descriptor(index));
         let want = if *allow { 0 } else { 1 };
-        if run.code != Some(want) || !run.stdout.contains(needle.as_str()) {
+        // A deny here is a verified deny, never the failure policy after an error.
+        let policy = run.stdout.contains("failure policy");
+        if run.code != Some(want) || !run.stdout.contains(needle.as_str()) || policy {
             failures.push(format!(
                 "{platforms} on {node}, {tag}: want exit {want} and {needle:?}, got {:?}: {}",
                 run.code,
@@ -234,7 +237,7 @@ fn a_nested_index_is_followed_as_containerd_follows_it() {
         sign(&reg, repo, &key, &[&signed, &inner_signed]).await;
         (signed, unsigned, inner_signed)
     });
-    let (first, last, good, deep, short) = rt.block_on(async {
+    let (first, last, good, deep, short, mislabelled) = rt.block_on(async {
         let evil = push_raw_index(&reg, repo, "evil-inner", vec![plain(&unsigned, "linux/arm64")]).await;
         let fine = push_raw_index(&reg, repo, "fine-inner", vec![plain(&inner_signed, "linux/arm64")]).await;
         let first =
@@ -248,7 +251,10 @@ fn a_nested_index_is_followed_as_containerd_follows_it() {
         let cut = Pushed { size: fine.size - 1, ..fine.clone() };
         let short =
             push_raw_index(&reg, repo, "short", vec![plain(&cut, "linux/arm64"), plain(&signed, "linux/arm64")]);
-        (first.await, last.await, good.await, deep.await, short.await)
+        // An image manifest listed as an index.
+        let posing = raw_entry(&unsigned, Some(OCI_INDEX), Some("linux/arm64"), json!({}));
+        let mislabelled = push_raw_index(&reg, repo, "mislabelled", vec![posing, plain(&signed, "linux/arm64")]);
+        (first.await, last.await, good.await, deep.await, short.await, mislabelled.await)
     });
     let d = |p: &Pushed| p.digest.clone();
     let rows: &[Row<'_>] = &[
@@ -263,6 +269,15 @@ fn a_nested_index_is_followed_as_containerd_follows_it() {
         ("every", "linux/arm64", "deep", &deep, false, "nested more than 2 levels".into()),
         ("index-or-node", "linux/arm64", "short", &short, false, "fetching the nested index".into()),
         ("every", "linux/arm64", "short", &short, false, "fetching the nested index".into()),
+        (
+            "index-or-node",
+            "linux/arm64",
+            "mislabelled",
+            &mislabelled,
+            false,
+            format!("the nested index {}", d(&unsigned)),
+        ),
+        ("every", "linux/arm64", "mislabelled", &mislabelled, false, format!("the nested index {}", d(&unsigned))),
     ];
     check_rows(&reg, &key, repo, rows);
 }

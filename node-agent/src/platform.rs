@@ -205,7 +205,9 @@ pub struct Entry {
 struct IndexDoc {
     #[serde(default)]
     manifests: Vec<EntryDoc>,
-    // An image manifest's fields: present, the document is not an index.
+    // An image manifest's fields or type: present, the document is not an index.
+    #[serde(default)]
+    media_type: String,
     config: Option<serde::de::IgnoredAny>,
     layers: Option<serde::de::IgnoredAny>,
 }
@@ -235,7 +237,7 @@ struct PlatformDoc {
 /// manifest, or more than [`MAX_INDEX_ENTRIES`] entries is an error.
 pub fn parse_index(bytes: &[u8]) -> Result<Vec<Entry>, String> {
     let doc: IndexDoc = serde_json::from_slice(bytes).map_err(|e| format!("not an image index: {e}"))?;
-    if doc.config.is_some() || doc.layers.is_some() {
+    if doc.config.is_some() || doc.layers.is_some() || kind_of(&doc.media_type) == Kind::Manifest {
         return Err("an image manifest, not an image index".into());
     }
     if doc.manifests.len() > MAX_INDEX_ENTRIES {
@@ -556,6 +558,8 @@ mod tests {
         assert_eq!(nested[0].kind, Kind::Index, "a nested index is kept, to be followed");
         let manifest = format!("{{\"config\":{{}},\"layers\":[],\"manifests\":[{}]}}", entry(1, "linux/amd64", false));
         assert!(parse_index(manifest.as_bytes()).unwrap_err().contains("not an image index"));
+        let typed = format!("{{\"mediaType\":\"{OCI_MANIFEST}\",\"manifests\":[]}}");
+        assert!(parse_index(typed.as_bytes()).unwrap_err().contains("not an image index"));
     }
 
     fn raw(n: u8, media_type: &str, platform: Option<&str>, attestation: bool) -> String {
