@@ -82,6 +82,12 @@ impl<'a> Repo<'a> {
             "annotations": annotations,
         }))
         .unwrap();
+        self.list(subject, manifest, artifact_type, listed).await
+    }
+
+    /// Pushes the attachment manifest `manifest` and lists it for `subject` as created at `listed`.
+    async fn list(&mut self, subject: &Descriptor, manifest: Vec<u8>, artifact_type: &str, listed: &str) -> String {
+        let (name, reg) = (self.name.clone(), self.reg);
         let digest = sha256(&manifest);
         let entry = json!({
             "mediaType": OCI_MANIFEST, "digest": digest, "size": manifest.len(),
@@ -577,4 +583,34 @@ fn check_config_accepts_sbom_and_vulnerability() {
     let (code, out, err) = agent_command(&["check-config", dir]);
     assert_eq!(code, Some(EXIT_CONFIG), "{out}{err}");
     assert!(format!("{out}{err}").contains("[sbom] table"), "{out}{err}");
+}
+
+#[test]
+fn a_budget_that_runs_out_never_lets_the_examined_ones_pass() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reg = rt.block_on(Registry::start(RegistryOptions::default()));
+    let mut repo = rt.block_on(Repo::new(&reg, "budget"));
+    let clean = rt.block_on(repo.attach(clean_grype(), SARIF, &days_ago(1)));
+    let toml = config(&reg.host, "", "\"vulnerability\"", "[vulnerability]\nseverity = \"high\"\nmaxBytes = 67108864");
+    let (code, line, att) = verdict(&repo, &toml, &[]);
+    assert_eq!(code, Some(0), "{line}");
+    assert_eq!(att["document"], clean.as_str(), "{att}");
+    // An older-listed attachment's manifest claims a 40 MiB document (within maxBytes, beyond the
+    // 32 MiB decision budget): it cannot be examined, so the clean one alone must not pass.
+    let empty = rt.block_on(reg.push_blob("budget", b"{}".to_vec()));
+    let small = rt.block_on(reg.push_blob("budget", b"[]".to_vec()));
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": SARIF,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": SARIF, "digest": small, "size": 40 << 20}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": IMAGE, "size": 403},
+    }))
+    .unwrap();
+    rt.block_on(repo.list(&image(), manifest, SARIF, &days_ago(3)));
+    let (code, line, att) = verdict(&repo, &toml, &[]);
+    assert_eq!(code, Some(1), "{line}");
+    assert!(line.contains("budget exhausted"), "{line}");
+    assert_eq!(att["believed"], 1, "{att}");
 }
