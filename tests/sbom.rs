@@ -418,6 +418,7 @@ fn a_named_trust_set_signs_attachments_and_a_flood_is_bounded() {
         "{att}"
     );
     assert_eq!(att["notExamined"], 5, "{att}");
+    assert!(line.contains("5 more listed, not examined"), "{line}");
 }
 
 /// The grype report with no results: a clean scan of the same image.

@@ -279,6 +279,8 @@ impl Exam<'_> {
 }
 
 async fn run(client: &Client, subject: &Subject, budget: &mut Budget, kind: Kind) -> VerifierRun {
+    // A well-formed shared list can omit the newest report: never use one here.
+    let client = &client.without_shared_lists();
     let repo = Repository::of(&subject.reference);
     let run = new_run(kind, &repo);
     let a = subject.attachments.clone();
@@ -344,6 +346,7 @@ async fn run(client: &Client, subject: &Subject, budget: &mut Budget, kind: Kind
     if let Some(b) = budget.summary() {
         reason.push_str(&format!("; {b}"));
     }
+    reason.push_str(&not_examined(&exam.report));
     exam.report.summary = reason.clone();
     finish(run, "fail", reason, exam.report)
 }
@@ -387,7 +390,16 @@ fn decided(run: VerifierRun, mut report: AttachedReport, b: Believed, kind: Kind
             ),
         )
     };
+    let reason = reason + &not_examined(&report);
     finish(run, result, reason, report)
+}
+
+/// `; N more listed, not examined` when the list held more candidates than the cap.
+fn not_examined(report: &AttachedReport) -> String {
+    match report.not_examined {
+        0 => String::new(),
+        n => format!("; {n} more listed, not examined (at most {MAX_CANDIDATES})"),
+    }
 }
 
 fn created(annotations: &BTreeMap<String, String>) -> Option<SystemTime> {
