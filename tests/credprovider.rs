@@ -4,7 +4,8 @@
 //! → an htpasswd-protected Debian `docker-registry` holding a Notation-signed
 //! image. The plugin logs every invocation, so the cache key types and the
 //! cache duration are asserted by counting execs; hostile plugins (hanging,
-//! 10 MB of output, junk, another apiVersion) end in a deny, never an allow.
+//! 10 MB of output, junk, another apiVersion) end in a deny, never an allow,
+//! and a hanging one is remembered rather than exec'd again for the next pull.
 
 use pullgate_testkit::{Registry, RegistryOptions, install_notation_trust, notation_config};
 use pullgate_tests::{Agent, AgentFiles, MANIFEST_MEDIA_TYPE, agent_command, bin, fixtures_dir};
@@ -171,6 +172,23 @@ fn hostile_plugins_end_in_a_deny_with_the_reason_logged() {
         assert!(stderr.contains(logged), "{mode}: agent log lacks {logged:?}:\n{stderr}");
         assert!(!stderr.contains(PASS), "{mode}: a credential reached the log");
     }
+}
+
+#[test]
+fn a_hanging_plugin_is_not_run_again_for_the_next_pull_within_the_failure_window() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reg = registry(&rt);
+    let plugin = Plugin { match_images: &reg.host, env: &[("PG_CRED_MODE", "hang")], default_cache: "1m" };
+    let (agent, log, _node) = start_agent(&reg, &plugin, "");
+    agent.verify(&format!("{}/a:v1", reg.host), &subject()).denied();
+    let first = invocations(&log).len();
+    assert!(first >= 1, "the plugin ran for the first pull");
+    // The next pull (another image, right after) does not wait for the plugin again.
+    agent.verify(&format!("{}/b:v1", reg.host), &subject()).denied();
+    assert_eq!(invocations(&log).len(), first, "a hung plugin is remembered, not exec'd again at once");
+    let stderr = agent.stderr();
+    assert!(stderr.contains("failed recently"), "the skipped exec is logged:\n{stderr}");
+    assert!(!stderr.contains(PASS), "a credential reached the log");
 }
 
 #[test]

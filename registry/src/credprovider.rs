@@ -16,7 +16,11 @@
 //! not at all when zero) and looked up image, registry, global, as kubelet
 //! does. Each exec is bounded in time ([`EXEC_TIMEOUT`] and the caller's
 //! deadline) and output ([`MAX_RESPONSE_BYTES`]); nothing a plugin prints
-//! reaches a message or a log, and credentials stay in memory.
+//! reaches a message or a log, and credentials stay in memory. A failed
+//! exec is remembered for at least [`FAILURE_TTL`] (bounded per provider):
+//! the plugin is not run again for that image meanwhile, nor for any image
+//! after it gave no answer in time, so a hanging plugin cannot hold every
+//! pull through it in a queue.
 
 use crate::auth::Credential;
 use serde::Deserialize;
@@ -40,6 +44,15 @@ pub const EXEC_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 /// Most cached answers kept per provider.
 const MAX_CACHE_ENTRIES: usize = 1024;
+/// Shortest time a failed exec is remembered: the plugin is not run again
+/// for that image before then (at least as long as the failed exec took).
+pub const FAILURE_TTL: Duration = Duration::from_secs(5);
+/// Most failures remembered per provider.
+const MAX_FAILURES: usize = 256;
+/// The failure key meaning every image: a plugin that gave no answer in
+/// time is not run for any image until the entry expires, so a hanging
+/// plugin does not hold up each image's pulls in turn.
+const EVERY_IMAGE: &str = "";
 /// Largest config file read.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
@@ -121,6 +134,14 @@ pub enum ProviderError {
         /// What went wrong (never the plugin's output).
         reason: String,
     },
+    /// The plugin did not answer in time and was killed.
+    #[error("credential provider {name} for {image}: no answer before the deadline; it was killed")]
+    Hung {
+        /// Provider name.
+        name: String,
+        /// The image asked about.
+        image: String,
+    },
     /// The plugin's answer is not a usable `CredentialProviderResponse`.
     #[error("credential provider {name} for {image}: its answer {reason}")]
     Response {
@@ -149,6 +170,8 @@ struct Provider {
     args: Vec<String>,
     env: Vec<(String, String)>,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Recent failed execs: image (or [`EVERY_IMAGE`]) → until when it is not run again.
+    failed: Mutex<HashMap<String, Instant>>,
     /// One exec at a time, so a burst for one image execs once.
     exec: tokio::sync::Mutex<()>,
 }
@@ -267,6 +290,7 @@ impl Providers {
                 args: spec.args,
                 env: spec.env.into_iter().map(|e| (e.name, e.value)).collect(),
                 cache: Mutex::new(HashMap::new()),
+                failed: Mutex::new(HashMap::new()),
                 exec: tokio::sync::Mutex::new(()),
             });
         }
@@ -314,8 +338,13 @@ impl Provider {
         if let Some(hit) = self.cached(image) {
             return Ok(hit);
         }
-        let out = self.exec(image, deadline).await?;
-        let (auth, key, ttl) = self.parse(image, &out)?;
+        self.check_failed(image)?;
+        let started = Instant::now();
+        let answer = match self.exec(image, deadline).await {
+            Ok(out) => self.parse(image, &out),
+            Err(e) => Err(e),
+        };
+        let (auth, key, ttl) = answer.inspect_err(|e| self.remember_failure(image, e, started.elapsed()))?;
         if !ttl.is_zero() {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             cache.retain(|_, c| c.expires > Instant::now());
@@ -324,6 +353,34 @@ impl Provider {
             }
         }
         Ok(auth)
+    }
+
+    /// An error when the plugin failed for `image` (or hung) too recently to be run again.
+    fn check_failed(&self, image: &str) -> Result<(), ProviderError> {
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let until = [image, EVERY_IMAGE].iter().filter_map(|k| failed.get(*k)).copied().filter(|u| *u > now).max();
+        match until {
+            Some(u) => Err(ProviderError::Exec {
+                name: self.name.clone(),
+                image: image.into(),
+                reason: format!("it failed recently; not run again for {} ms", (u - now).as_millis()),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Remembers a failed exec that took `took`: for [`FAILURE_TTL`] or
+    /// `took`, whichever is longer, so a broken plugin costs at most about
+    /// half of the time; for every image when it gave no answer at all.
+    fn remember_failure(&self, image: &str, error: &ProviderError, took: Duration) {
+        let key = if matches!(error, ProviderError::Hung { .. }) { EVERY_IMAGE } else { image };
+        let now = Instant::now();
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed.retain(|_, until| *until > now);
+        if failed.len() < MAX_FAILURES || failed.contains_key(key) {
+            failed.insert(key.to_string(), now + took.max(FAILURE_TTL));
+        }
     }
 
     /// A cached answer for `image`: by image, then registry, then global.
@@ -380,7 +437,7 @@ impl Provider {
         let limit = deadline.min(tokio::time::Instant::now() + EXEC_TIMEOUT);
         tokio::time::timeout_at(limit, run)
             .await
-            .map_err(|_| err("no answer before the deadline; it was killed".into()))?
+            .map_err(|_| ProviderError::Hung { name: self.name.clone(), image: image.into() })?
     }
 
     /// The answer's credentials, its cache key and how long to keep it.
@@ -663,6 +720,52 @@ mod tests {
             assert!(!shown.contains("wJalrXUtnFEMI-secret"), "{shown}");
             assert!(shown.contains("AWS_SECRET_ACCESS_KEY=<redacted>"), "{shown}");
         }
+    }
+
+    /// Providers for one shell-script plugin that logs each exec to `log` and then runs `body`.
+    fn script_provider(dir: &Path, body: &str) -> (Providers, PathBuf) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let log = dir.join("execs.log");
+        let plugin = dir.join("plugin");
+        std::fs::write(&plugin, format!("#!/bin/sh\necho run >> \"$PG_LOG\"\n{body}\n")).unwrap();
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file: ConfigFile = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kubelet.config.k8s.io/v1", "kind": "CredentialProviderConfig",
+            "providers": [{"name": "plugin", "matchImages": ["*.example"], "defaultCacheDuration": "1m",
+                "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+                "env": [{"name": "PG_LOG", "value": log.to_str().unwrap()}]}]
+        }))
+        .unwrap();
+        (Providers::from_config(file, dir).unwrap(), log)
+    }
+
+    fn execs(log: &Path) -> usize {
+        std::fs::read_to_string(log).unwrap_or_default().lines().count()
+    }
+
+    #[tokio::test]
+    async fn a_failed_exec_is_not_repeated_for_that_image_within_the_failure_ttl() {
+        let t = tempfile::tempdir().unwrap();
+        let (providers, log) = script_provider(t.path(), "exit 1");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        assert_eq!(providers.credential("r.example/app", deadline).await, None);
+        assert_eq!(providers.credential("r.example/app", deadline).await, None);
+        assert_eq!(execs(&log), 1, "the second lookup was answered by the remembered failure");
+        assert_eq!(providers.credential("r.example/other", deadline).await, None);
+        assert_eq!(execs(&log), 2, "another image is still asked");
+    }
+
+    #[tokio::test]
+    async fn a_hung_plugin_is_not_run_for_any_image_within_the_failure_ttl() {
+        let t = tempfile::tempdir().unwrap();
+        let (providers, log) = script_provider(t.path(), "exec sleep 30");
+        let short = tokio::time::Instant::now() + Duration::from_millis(300);
+        let p = &providers.providers[0];
+        assert!(matches!(p.provide("r.example/app", short).await, Err(ProviderError::Hung { .. })));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let second = p.provide("r.example/other", deadline).await.unwrap_err();
+        assert!(second.to_string().contains("failed recently"), "{second}");
+        assert_eq!(execs(&log), 1, "one exec for both images");
     }
 
     #[test]
