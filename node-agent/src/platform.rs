@@ -78,6 +78,21 @@ impl Platform {
         Platform { os, architecture, variant }
     }
 
+    /// `linux`, `windows`, …
+    pub fn os(&self) -> &str {
+        &self.os
+    }
+
+    /// `amd64`, `arm64`, … (normalised).
+    pub fn architecture(&self) -> &str {
+        &self.architecture
+    }
+
+    /// `v8`, `v7`, …, or empty.
+    pub fn variant(&self) -> &str {
+        &self.variant
+    }
+
     /// Parses `os/architecture[/variant]` (as `nodePlatform` is written).
     pub fn parse(s: &str) -> Result<Platform, PlatformError> {
         let err = |why| PlatformError { input: s.chars().take(64).collect(), why };

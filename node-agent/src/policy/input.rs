@@ -75,20 +75,13 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// The platform of the running agent, in OCI spelling.
-    pub fn of_node() -> Platform {
-        let (architecture, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", None),
-            "aarch64" => ("arm64", Some("v8")),
-            "arm" => ("arm", Some("v7")),
-            "x86" => ("386", None),
-            "powerpc64" => ("ppc64le", None),
-            other => (other, None),
-        };
+    /// The input's spelling of a platform: the node's (`nodePlatform`, or the
+    /// agent's own), exactly as the `platforms` rules use it.
+    pub fn of(p: &crate::platform::Platform) -> Platform {
         Platform {
-            os: std::env::consts::OS.into(),
-            architecture: architecture.into(),
-            variant: variant.map(Into::into),
+            os: p.os().into(),
+            architecture: p.architecture().into(),
+            variant: Some(p.variant()).filter(|v| !v.is_empty()).map(Into::into),
         }
     }
 }
@@ -136,6 +129,11 @@ pub struct Verifier {
     pub signatures: Vec<Signature>,
     /// How many signatures were left out of `signatures`.
     pub omitted: usize,
+    /// The `sbom` / `vulnerability` verifiers' result: the deciding document,
+    /// its findings (capped) and the attachments passed over. Absent for
+    /// signature verifiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached: Option<crate::attached::AttachedReport>,
 }
 
 /// One signature examined.
@@ -207,6 +205,8 @@ pub struct Facts<'a> {
     pub rule: Option<&'a str>,
     /// Verifier runs.
     pub runs: &'a [VerifierRun],
+    /// The node's platform (`nodePlatform`, or the agent's own).
+    pub platform: &'a crate::platform::Platform,
 }
 
 fn cut(s: &str) -> String {
@@ -236,7 +236,7 @@ pub fn build(f: &Facts<'_>) -> Input {
             media_type: cut(f.media_type),
             size: f.size,
         },
-        platform: Platform::of_node(),
+        platform: Platform::of(f.platform),
         scope: f.scope.map(|(name, action)| ScopeInfo { name: name.into(), action: action.into() }),
         mode: f.mode.into(),
         typed: Typed { outcome: outcome.into(), reason: cut(reason), rule: f.rule.map(cut) },
@@ -260,6 +260,7 @@ fn verifier(run: &VerifierRun, subject: &str) -> Verifier {
         platform: cut_opt(&run.platform),
         signatures: sigs.into_iter().take(MAX_SIGNATURES).map(|s| signature(s, &on)).collect(),
         omitted,
+        attached: run.attached.clone(),
     }
 }
 
@@ -343,6 +344,7 @@ mod tests {
             outcome: &outcome,
             rule: Some("scope acme"),
             runs: std::slice::from_ref(&run),
+            platform: &crate::platform::Platform::parse("linux/arm64").unwrap(),
         });
         assert_eq!(input.api_version, INPUT_API_VERSION);
         assert_eq!((input.image.registry.as_str(), input.image.repository.as_str()), ("ghcr.io", "acme/app"));
@@ -364,6 +366,29 @@ mod tests {
         let v = verifier(&on_platform, "sha256:d");
         assert_eq!((v.subject.as_deref(), v.platform.as_deref()), (Some("sha256:arm64"), Some("linux/arm64/v8")));
         assert!(v.signatures.iter().all(|s| s.subject == "sha256:arm64"));
+        // The node platform is the configured one, not the build target's.
+        assert_eq!((input.platform.os.as_str(), input.platform.architecture.as_str()), ("linux", "arm64"));
+        // SBOM / vulnerability findings reach the policy as the report has them.
+        assert!(input.verification[0].attached.is_none());
+        let mut vuln = run.clone();
+        vuln.verifier = "vulnerability".into();
+        vuln.attached = Some(crate::attached::AttachedReport {
+            document: Some("sha256:doc".into()),
+            artifact_type: Some("application/sarif+json".into()),
+            signed: None,
+            summary: "grype: 2 results".into(),
+            findings: vec![crate::attached::FindingReport {
+                rule: "severity".into(),
+                item: "CVE-1999-0002".into(),
+                detail: "high 8.5".into(),
+            }],
+            omitted: 0,
+            ignored: Vec::new(),
+            believed: 1,
+            not_examined: 0,
+        });
+        let json = serde_json::to_value(verifier(&vuln, "sha256:d")).unwrap();
+        assert_eq!(json["attached"]["findings"][0]["item"], "CVE-1999-0002", "{json}");
     }
 
     #[test]

@@ -175,6 +175,7 @@ pub async fn apply_to(cfg: &Config, pulled: Pulled<'_>, ev: &mut Evaluation) {
         outcome: &ev.outcome,
         rule: ev.rule.as_deref(),
         runs: &ev.verification,
+        platform: &cfg.node_platform.clone().unwrap_or_else(crate::platform::Platform::node),
     });
     let started = Instant::now();
     let result = evaluate(bound.module.clone(), &input).await;
