@@ -618,3 +618,187 @@ async fn rediss_verifies_the_server_against_the_configured_ca_only() {
     assert!(wrong.get(SharedKind::Content, &format!("sha256:{}", "0".repeat(64)), 10, deadline).await.is_none());
     assert_eq!(wrong.counts().fallbacks, 1, "the TLS handshake failed: {:?}", wrong.counts());
 }
+
+// ---- Well-formed but wrong lists and tags: a hint, never a verdict ----
+
+/// Writes `value` under the raw Redis `key` with no expiry (RESP `SET`), as an
+/// attacker with write access could; a node always writes with `PX`.
+fn set_without_expiry(port: u16, key: &str, value: &[u8]) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("redis");
+    let mut cmd = Vec::new();
+    cmd.extend_from_slice(b"*3\r\n$3\r\nSET\r\n");
+    for part in [key.as_bytes(), value] {
+        cmd.extend_from_slice(format!("${}\r\n", part.len()).as_bytes());
+        cmd.extend_from_slice(part);
+        cmd.extend_from_slice(b"\r\n");
+    }
+    s.write_all(&cmd).expect("SET");
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).expect("reply");
+    assert_eq!(&buf[..n], b"+OK\r\n");
+}
+
+/// A shared referrers list as nodes publish it, holding `manifests`.
+fn shared_list(manifests: &[Descriptor]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "source": "tag-schema", "manifests": manifests })).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_written_without_expiry_is_ignored_and_counted() {
+    let Some(redis) = Redis::start(None) else { return };
+    let (reg, repo) = signed_registry().await;
+    let prefix = fresh_prefix();
+    let subject = fixture_descriptors().manifest.digest;
+    let victim = tier(&redis.url(), &prefix);
+    let key = victim.value_key(SharedKind::Referrers, &format!("{repo}\0{subject}\0{NOTATION}"));
+    // Well-formed and empty, so a hit on the old code: the signature would vanish for good.
+    set_without_expiry(redis.port, &key, &shared_list(&[]));
+    let c = client(&reg.host, Some(victim.clone()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let list = c.referrers(&repo, &subject, Some(NOTATION), deadline).await.expect("referrers");
+    assert!(!list.descriptors.is_empty(), "the list without expiry was used");
+    // Seen on the first read and again after taking the lease (each read is counted).
+    assert!(victim.counts().poisoned >= 1, "{:?}", victim.counts());
+    assert_eq!(victim.counts().hits, 0);
+    // The registry's list was published over it, with an expiry: the next node hits.
+    let next = tier(&redis.url(), &prefix);
+    let again = client(&reg.host, Some(next.clone())).referrers(&repo, &subject, Some(NOTATION), deadline).await;
+    assert_eq!(again.expect("referrers").descriptors, list.descriptors);
+    assert_eq!(next.counts().hits, 1, "{:?}", next.counts());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_or_signature_less_shared_list_leaves_a_signed_image_allowed() {
+    let Some(redis) = Redis::start(None) else { return };
+    let (reg, repo) = signed_registry().await;
+    let image = fixture_descriptors().manifest;
+    let signed = format!("{}/signed:v1", reg.host);
+    let key = format!("{repo}\0{}\0{NOTATION}", image.digest);
+    // Not a signature: the image manifest itself, listed as one.
+    let plain = client(&reg.host, None);
+    let m = plain.manifest_by_digest(&repo, &image.digest, Instant::now() + Duration::from_secs(5)).await;
+    let m = m.expect("image manifest");
+    let other = Descriptor {
+        media_type: image.media_type.clone(),
+        digest: m.digest.clone(),
+        size: m.bytes.len() as u64,
+        artifact_type: Some(NOTATION.into()),
+        annotations: Default::default(),
+    };
+    for (what, list) in [("empty", shared_list(&[])), ("signature omitted", shared_list(&[other]))] {
+        let prefix = fresh_prefix();
+        let agent = agent_files(&reg.host, &cluster_table(&redis.url(), &prefix)).start(&[]);
+        let attacker = tier(&redis.url(), &prefix);
+        attacker.put(SharedKind::Referrers, &key, &list, Instant::now() + Duration::from_secs(5)).await;
+        let run = agent.verify(&signed, &image);
+        assert_eq!(run.code, Some(0), "{what} shared list: {}", run.stdout);
+        let report = agent.explain(&run.report_id());
+        assert!(report.to_string().contains("re-decided without shared lists"), "{what}: {report}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_no_such_tag_for_the_cosign_sig_tag_leaves_a_signed_image_allowed() {
+    let Some(redis) = Redis::start(None) else { return };
+    let reg = Registry::start(RegistryOptions::default()).await;
+    let case = pullgate_tests::fixtures_dir().join("cosign/key-valid");
+    let digest = reg.attach_cosign_signature("cosigned", &case).await;
+    let manifest = std::fs::read(case.join("manifest.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let image = pullgate_wire::Descriptor {
+        media_type: v["mediaType"].as_str().unwrap().to_string(),
+        digest: digest.clone(),
+        size: manifest.len() as u64,
+    };
+    let prefix = fresh_prefix();
+    let host = &reg.host;
+    let toml = format!(
+        "defaultAction = \"deny\"\n[registries.\"{host}\"]\ninsecure = true\n[[scopes]]\nname = \"cosign-required\"\nimages = [\"{host}/**\"]\naction = \"verify\"\nverify = {{ require = [\"cosign\"] }}\n[sigstore]\nkeys = [\"keys/cosign.pub\"]\nrequireTlog = false\n{}",
+        cluster_table(&redis.url(), &prefix)
+    );
+    let files = AgentFiles::new(&toml);
+    std::fs::create_dir_all(files.config_dir.join("keys")).unwrap();
+    let key = pullgate_tests::fixtures_dir().join("cosign/keys/cosign.pub");
+    std::fs::copy(key, files.config_dir.join("keys/cosign.pub")).unwrap();
+    let agent = files.start(&[]);
+    let tag_key = format!("{host}/cosigned:{}.sig", digest.replace(':', "-"));
+    tier(&redis.url(), &prefix).put(SharedKind::Tag, &tag_key, b"-", Instant::now() + Duration::from_secs(5)).await;
+    let run = agent.verify(&format!("{host}/cosigned:latest"), &image);
+    assert_eq!(run.code, Some(0), "a shared `-` hid the .sig tag: {}", run.stdout);
+    assert!(agent.explain(&run.report_id()).to_string().contains("re-decided without shared lists"));
+}
+
+/// Attaches the SARIF report `doc` to the SBOM fixture image in `repo` as an
+/// OCI referrer created at `created`; returns its list entry.
+async fn attach_report(
+    reg: &Registry,
+    repo: &str,
+    subject: &pullgate_wire::Descriptor,
+    doc: Vec<u8>,
+    created: &str,
+) -> Descriptor {
+    const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    const SARIF: &str = "application/sarif+json";
+    let doc_len = doc.len();
+    let doc_digest = reg.push_blob(repo, doc).await;
+    let empty = reg.push_blob(repo, b"{}".to_vec()).await;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SARIF,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": SARIF, "digest": doc_digest, "size": doc_len}],
+        "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size},
+        "annotations": {"org.opencontainers.image.created": created},
+    }))
+    .unwrap();
+    let digest = pullgate_testkit::sha256(&manifest);
+    reg.push_manifest(repo, &digest, OCI_MANIFEST, manifest.clone()).await;
+    Descriptor {
+        media_type: OCI_MANIFEST.into(),
+        digest,
+        size: manifest.len() as u64,
+        artifact_type: Some(SARIF.into()),
+        annotations: [("org.opencontainers.image.created".to_string(), created.to_string())].into_iter().collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_list_omitting_the_newer_critical_report_still_denies() {
+    let Some(redis) = Redis::start(None) else { return };
+    let reg = Registry::start(RegistryOptions::default()).await;
+    let fixtures = pullgate_tests::fixtures_dir();
+    reg.push_layout("scanned", &fixtures.join("sbom/image-oci-layout")).await;
+    let image = pullgate_wire::Descriptor {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        digest: "sha256:155be390c87b442d3768cab4ff57a79ad3b2bd0399b95bf31725945b5f82b485".into(),
+        size: 403,
+    };
+    let dirty_doc = std::fs::read(fixtures.join("sarif/grype-image.sarif.json")).unwrap();
+    let mut clean: serde_json::Value = serde_json::from_slice(&dirty_doc).unwrap();
+    clean["runs"][0]["results"] = serde_json::json!([]);
+    let old = attach_report(&reg, "scanned", &image, serde_json::to_vec(&clean).unwrap(), "2026-01-01T00:00:00Z");
+    let old = old.await;
+    let new = attach_report(&reg, "scanned", &image, dirty_doc, "2026-06-01T00:00:00Z").await;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [&old, &new],
+    }))
+    .unwrap();
+    let tag = image.digest.replace(':', "-");
+    reg.push_manifest("scanned", &tag, "application/vnd.oci.image.index.v1+json", index).await;
+
+    let prefix = fresh_prefix();
+    let host = &reg.host;
+    let toml = format!(
+        "defaultAction = \"deny\"\n[registries.\"{host}\"]\ninsecure = true\n[[scopes]]\nname = \"scanned\"\nimages = [\"{host}/**\"]\naction = \"verify\"\nverify = {{ require = [\"vulnerability\"] }}\n[vulnerability]\nseverity = \"high\"\n{}",
+        cluster_table(&redis.url(), &prefix)
+    );
+    let agent = AgentFiles::new(&toml).start(&[]);
+    // Redis holds a well-formed list with only the older, clean report (and a `-` for the tag-schema tag).
+    let attacker = tier(&redis.url(), &prefix);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let key = format!("{host}/scanned\0{}\0", image.digest);
+    attacker.put(SharedKind::Referrers, &key, &shared_list(std::slice::from_ref(&old)), deadline).await;
+    attacker.put(SharedKind::Tag, &format!("{host}/scanned:{tag}"), b"-", deadline).await;
+    let run = agent.verify(&format!("{host}/scanned:fixture"), &image);
+    assert_eq!(run.code, Some(1), "the omitted critical report must still deny: {}", run.stdout);
+    assert!(run.stdout.contains("CVE-1999-000"), "{}", run.stdout);
+}

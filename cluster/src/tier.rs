@@ -240,8 +240,16 @@ impl ClusterTier {
         if bytes.is_empty() {
             return None;
         }
+        let ttl = self.ttl(kind);
+        if kind != SharedKind::Content && !expiry_within(pttl, ttl) {
+            // Lists and tags are trusted for at most their TTL: one written
+            // without an expiry (or a longer one) did not come from a node.
+            tracing::warn!(kind = kind.as_str(), pttl, "shared value outlives its kind's TTL; ignoring it");
+            self.record(kind, Outcome::Poisoned);
+            return None;
+        }
         let left = Duration::from_millis(pttl.max(0) as u64);
-        Some(SharedValue { bytes, age: self.ttl(kind).saturating_sub(left) })
+        Some(SharedValue { bytes, age: ttl.saturating_sub(left) })
     }
 
     async fn put_value(&self, kind: SharedKind, key: &str, bytes: &[u8], deadline: Instant) {
@@ -323,6 +331,12 @@ impl SharedTier for ClusterTier {
     }
 }
 
+/// True when a `PTTL` answer (milliseconds left; -1 for no expiry, -2 for
+/// no key) is an expiry no later than `ttl` from now.
+fn expiry_within(pttl: i64, ttl: Duration) -> bool {
+    pttl >= 0 && pttl as u128 <= ttl.as_millis()
+}
+
 /// The key part after the kind: a content digest as it is (the registry
 /// client checked its grammar), anything else hashed.
 fn id(kind: SharedKind, key: &str) -> String {
@@ -379,6 +393,16 @@ mod tests {
         let c = t.counts();
         assert_eq!(c.breaker_opened, 1);
         assert_eq!(c.fallbacks, crate::breaker::FAILURES_TO_OPEN as u64 + 1, "{c:?}");
+    }
+
+    #[test]
+    fn only_values_expiring_within_the_ttl_are_used() {
+        let ttl = Duration::from_secs(10);
+        assert!(expiry_within(0, ttl));
+        assert!(expiry_within(10_000, ttl));
+        assert!(!expiry_within(10_001, ttl), "a longer TTL than any node writes");
+        assert!(!expiry_within(-1, ttl), "no expiry");
+        assert!(!expiry_within(-2, ttl), "gone between GETRANGE and PTTL");
     }
 
     #[tokio::test]

@@ -112,6 +112,12 @@ impl Budget {
         Budget { until: (Instant::now() + time).min(deadline), bytes_left: bytes, examined: 0, exhausted: None }
     }
 
+    /// A budget for re-deciding: the same end (so the decision's deadline
+    /// holds), a fresh byte allowance, nothing examined yet.
+    fn renewed(&self) -> Budget {
+        Budget { until: self.until, bytes_left: EXAMINE_BYTES, examined: 0, exhausted: None }
+    }
+
     /// When the budget's time ends.
     pub(crate) fn deadline(&self) -> Instant {
         self.until
@@ -162,7 +168,42 @@ pub async fn run_all(
 
 /// [`run_all`] within a budget the caller owns (one budget for every
 /// manifest of a multi-platform image).
+///
+/// With a cluster tier, a shared referrers list or "no such tag" is only a
+/// hint (it may be well-formed and wrong): a non-pass is re-decided once from
+/// the registry with shared lists bypassed, before the same deadline.
 pub async fn run_with_budget(
+    trust: &[ScopeTrust<'_>],
+    client: &Client,
+    requirements: &Requirements,
+    subject: &Subject,
+    budget: &mut Budget,
+) -> (RunResult, String, Vec<VerifierRun>) {
+    let (result, reason, runs) = run_once(trust, client, requirements, subject, budget).await;
+    // Attached-artifact verifiers never read shared lists: nothing to re-decide for them alone.
+    let attached = |k: &&VerifierKind| matches!(k, VerifierKind::Sbom | VerifierKind::Vulnerability);
+    let signatures = requirements.verifiers().iter().any(|k| !attached(&k));
+    if result == RunResult::Pass || !signatures || !client.reads_shared_lists() {
+        return (result, reason, runs);
+    }
+    tracing::info!(reference = %subject.reference, digest = %subject.digest, first = result.as_str(), "{REDECIDED}");
+    let mut again = budget.renewed();
+    let direct = client.without_shared_lists();
+    let (result, reason, mut runs) = run_once(trust, &direct, requirements, subject, &mut again).await;
+    again.examined += budget.examined;
+    *budget = again;
+    for run in &mut runs {
+        run.reason = format!("{REDECIDED}; {}", run.reason);
+    }
+    (result, format!("{REDECIDED}: {reason}"), runs)
+}
+
+/// Marks a result re-decided from the registry after a non-pass with the
+/// cluster tier's lists and tags (in reasons, so in the report's trace).
+const REDECIDED: &str = "cluster: re-decided without shared lists";
+
+/// One pass of [`run_with_budget`] with `client` as it is.
+async fn run_once(
     trust: &[ScopeTrust<'_>],
     client: &Client,
     requirements: &Requirements,

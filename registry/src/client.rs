@@ -251,6 +251,8 @@ impl RegistryError {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// False for a [`Client::without_shared_lists`] view.
+    shared_lists: bool,
 }
 
 struct Inner {
@@ -266,7 +268,8 @@ struct Inner {
     served_by: Mutex<HashMap<String, String>>,
     helper_cache: Mutex<HashMap<(String, String), (Credential, std::time::Instant)>>,
     requests: Mutex<BTreeMap<(String, String), u64>>,
-    referrers: Mutex<HashMap<String, (Referrers, std::time::Instant)>>,
+    /// Complete lists, when they were fetched, and whether from the cluster tier.
+    referrers: Mutex<HashMap<String, (Referrers, std::time::Instant, bool)>>,
 }
 
 /// What to fetch, for error messages.
@@ -296,7 +299,25 @@ impl Client {
                 requests: Mutex::new(BTreeMap::new()),
                 referrers: Mutex::new(HashMap::new()),
             }),
+            shared_lists: true,
         }
+    }
+
+    /// The same client (connections, tokens, caches) but never trusting a
+    /// referrers list or tag resolution from the cluster tier: those are
+    /// fetched from the registry (and the fresh answer published). Content by
+    /// digest is still shared, as it is re-hashed. For decisions a poisoned
+    /// list could change: attached-artifact verifiers, and re-deciding a
+    /// non-pass built on shared lists.
+    pub fn without_shared_lists(&self) -> Client {
+        Client { inner: self.inner.clone(), shared_lists: false }
+    }
+
+    /// True when lists and tags may come from a configured cluster tier, so a
+    /// non-pass may rest on them and is worth re-deciding with
+    /// [`Client::without_shared_lists`].
+    pub fn reads_shared_lists(&self) -> bool {
+        self.shared_lists && self.tier().is_some()
     }
 
     /// Replaces the keychain (e.g. after a pull secret changed) and drops cached tokens.
@@ -435,7 +456,12 @@ impl Client {
     ) -> Result<Option<Manifest>, RegistryError> {
         let key = format!("{repo}:{tag}");
         let valid = |b: &[u8]| shared::decode_tag(b).is_some();
-        let pending = match shared::begin(self.tier(), SharedKind::Tag, &key, 256, deadline, &valid).await {
+        let begun = if self.shared_lists {
+            shared::begin(self.tier(), SharedKind::Tag, &key, 256, deadline, &valid).await
+        } else {
+            shared::publish_only(self.tier(), SharedKind::Tag, &key)
+        };
+        let pending = match begun {
             Begin::Hit(v) => match shared::decode_tag(&v.bytes).flatten() {
                 None => return Ok(None),
                 // Only a pointer: the manifest is fetched by digest and checked.
@@ -605,18 +631,25 @@ impl Client {
         let key = format!("{repo}\0{subject}\0{}", artifact_type.unwrap_or(""));
         {
             let mut cache = self.inner.referrers.lock().unwrap_or_else(|p| p.into_inner());
-            cache.retain(|_, (_, at)| at.elapsed() < REFERRERS_TTL);
-            if let Some((r, _)) = cache.get(&key) {
+            cache.retain(|_, (_, at, _)| at.elapsed() < REFERRERS_TTL);
+            if let Some((r, _, from_tier)) = cache.get(&key)
+                && (self.shared_lists || !from_tier)
+            {
                 return Ok(r.clone());
             }
         }
         check_digest(repo, subject)?;
         let valid = |b: &[u8]| shared::decode_list(b, artifact_type, prefer).is_some();
         let kind = SharedKind::Referrers;
-        let pending = match shared::begin(self.tier(), kind, &key, MAX_MANIFEST_BYTES, deadline, &valid).await {
+        let begun = if self.shared_lists {
+            shared::begin(self.tier(), kind, &key, MAX_MANIFEST_BYTES, deadline, &valid).await
+        } else {
+            shared::publish_only(self.tier(), kind, &key)
+        };
+        let pending = match begun {
             Begin::Hit(v) => match shared::decode_list(&v.bytes, artifact_type, prefer) {
                 Some(r) => {
-                    self.remember_referrers(key, &r, v.age);
+                    self.remember_referrers(key, &r, v.age, true);
                     return Ok(r);
                 }
                 None => None,
@@ -636,20 +669,21 @@ impl Client {
         // `prefer`: it is neither cached nor shared.
         let complete = r.notes.is_empty().then(|| shared::encode_list(&r));
         if complete.is_some() {
-            self.remember_referrers(key, &r, Duration::ZERO);
+            self.remember_referrers(key, &r, Duration::ZERO, false);
         }
         shared::finish(pending, complete.as_deref(), deadline).await;
         Ok(r)
     }
 
     /// Caches a complete list for what is left of [`REFERRERS_TTL`] after
-    /// `age` (a shared list's age counts, so sharing adds no staleness).
-    fn remember_referrers(&self, key: String, r: &Referrers, age: Duration) {
+    /// `age` (a shared list's age counts, so sharing adds no staleness);
+    /// `from_tier` marks a list a [`Client::without_shared_lists`] view skips.
+    fn remember_referrers(&self, key: String, r: &Referrers, age: Duration, from_tier: bool) {
         let now = std::time::Instant::now();
         let at = now.checked_sub(age).unwrap_or(now);
         let mut cache = self.inner.referrers.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() < 4096 {
-            cache.insert(key, (r.clone(), at));
+            cache.insert(key, (r.clone(), at, from_tier));
         }
     }
 

@@ -8,6 +8,9 @@
 //!   shared with a short TTL, re-parsed with the same junk rules as a
 //!   registry answer, and every descriptor in them is only a pointer — what
 //!   it points to is fetched by digest and checked like anything else.
+//!   A well-formed list can still be wrong (entries left out, a stale "no
+//!   such tag"), so it is only a hint: callers re-decide a non-pass with
+//!   [`crate::Client::without_shared_lists`], which never reads them.
 //! * Single flight across nodes: the first node to miss takes a lease,
 //!   fetches and publishes; the others wait a bounded time for the value and
 //!   then fetch themselves. A tier that is down answers "unavailable" at
@@ -165,6 +168,12 @@ pub(crate) async fn begin<'t>(
     };
     tier.record(kind, Outcome::Miss);
     Begin::Fetch(Some(Pending { tier, kind, key: key.to_string(), token }))
+}
+
+/// A lookup that does not read the tier (a list or tag is not trusted from
+/// it here) but still publishes what the registry serves, without a lease.
+pub(crate) fn publish_only<'t>(tier: Option<&'t dyn SharedTier>, kind: SharedKind, key: &str) -> Begin<'t> {
+    Begin::Fetch(tier.map(|tier| Pending { tier, kind, key: key.to_string(), token: None }))
 }
 
 /// Ends a fetch begun by [`begin`]: publishes `value` (what the registry
