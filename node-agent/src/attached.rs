@@ -300,10 +300,11 @@ async fn run(client: &Client, subject: &Subject, budget: &mut Budget, kind: Kind
         Ok(r) => r,
         Err(e) => return finish(run, "error", format!("listing attachments: {e}"), AttachedReport::default()),
     };
-    run.referrers = Some(match referrers.source {
+    let source = match referrers.source {
         ReferrersSource::Api => "referrers-api".into(),
         ReferrersSource::TagSchema => "tag-schema".into(),
-    });
+    };
+    run.referrers = Some(crate::client::via_mirror(source, referrers.served_by.clone()));
     let mut exam = Exam { client, subject, repo, discovery, report: AttachedReport::default(), config_digest: None };
     let mut candidates: Vec<&Descriptor> = referrers.descriptors.iter().filter(|d| wanted(d)).collect();
     // Fetch order only (the list is unsigned): newest first as listed; undated last; the digest breaks ties.

@@ -554,7 +554,7 @@ pub(crate) async fn notation(
         Ok(r) => r,
         Err(e) => return registry_failure(run, "listing signatures".into(), &e),
     };
-    run.referrers = Some(crate::client::via_mirror(source_name(referrers.source), client.served_by(&repo)));
+    run.referrers = Some(crate::client::via_mirror(source_name(referrers.source), referrers.served_by.clone()));
     let mut ignored = Ignored::new(&referrers.notes);
     let state = RandomState::new();
     let mut groups: [Vec<&Descriptor>; 3] = Default::default();
@@ -1089,8 +1089,12 @@ async fn cosign_candidates(
     }
     run.referrers = Some(match (referrers.descriptors.is_empty(), referrers.source) {
         (true, _) => "cosign-tag".into(),
-        (false, ReferrersSource::Api) => "cosign-tag+referrers-api".into(),
-        (false, ReferrersSource::TagSchema) => "cosign-tag+tag-schema".into(),
+        (false, ReferrersSource::Api) => {
+            crate::client::via_mirror("cosign-tag+referrers-api".into(), referrers.served_by.clone())
+        }
+        (false, ReferrersSource::TagSchema) => {
+            crate::client::via_mirror("cosign-tag+tag-schema".into(), referrers.served_by.clone())
+        }
     });
     let state = RandomState::new();
     let mut listed: Vec<&Descriptor> = referrers.descriptors.iter().collect();
@@ -1138,7 +1142,7 @@ async fn bundles(
         Ok(r) => r,
         Err(e) => return registry_failure(run, "listing bundles".into(), &e),
     };
-    run.referrers = Some(crate::client::via_mirror(source_name(referrers.source), client.served_by(&repo)));
+    run.referrers = Some(crate::client::via_mirror(source_name(referrers.source), referrers.served_by.clone()));
     let mut ignored = Ignored::new(&referrers.notes);
     let state = RandomState::new();
     let mut listed: Vec<&Descriptor> = referrers.descriptors.iter().filter(|d| is_bundle(d)).collect();

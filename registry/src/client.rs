@@ -338,7 +338,9 @@ impl Client {
     }
 
     /// The hosts.toml endpoint (a mirror, `scheme://host/path`) that last
-    /// served content of `repo`; `None` when the registry itself did.
+    /// served content of `repo`; `None` when the registry itself did. Under
+    /// concurrent lookups this may be another request's endpoint: reports
+    /// use [`Referrers::served_by`], which travels with the list.
     pub fn served_by(&self, repo: &Repository) -> Option<String> {
         self.inner.served_by.lock().unwrap_or_else(|p| p.into_inner()).get(&repo.to_string()).cloned()
     }
@@ -657,14 +659,14 @@ impl Client {
             Begin::Fetch(p) => p,
         };
         let mut list = ReferrerList::new(artifact_type, prefer);
-        let source = match self.fetch_referrers(repo, subject, &mut list, deadline).await {
+        let (source, served_by) = match self.fetch_referrers(repo, subject, &mut list, deadline).await {
             Ok(s) => s,
             Err(e) => {
                 shared::finish(pending, None, deadline).await;
                 return Err(e);
             }
         };
-        let r = list.finish(source);
+        let r = Referrers { served_by, ..list.finish(source) };
         // A list with notes may have been cut to the bound, which depends on
         // `prefer`: it is neither cached nor shared.
         let complete = r.notes.is_empty().then(|| shared::encode_list(&r));
@@ -689,13 +691,14 @@ impl Client {
 
     /// Referrers from the first endpoint that has any, in containerd's order:
     /// a mirror without the subject's referrers (or failing) is passed over.
+    /// With the source, the mirror that served them (`None`: the registry).
     async fn fetch_referrers(
         &self,
         repo: &Repository,
         subject: &str,
         list: &mut ReferrerList<'_>,
         deadline: Instant,
-    ) -> Result<ReferrersSource, RegistryError> {
+    ) -> Result<(ReferrersSource, Option<String>), RegistryError> {
         let vias = self.vias(repo, Need::Referrers)?;
         let mut last = None;
         for (i, via) in vias.iter().enumerate() {
@@ -703,9 +706,9 @@ impl Client {
             match self.referrers_via(repo, via, subject, list, deadline).await {
                 Ok((source, true)) => {
                     self.note_served(repo, via);
-                    return Ok(source);
+                    return Ok((source, via.mirror()));
                 }
-                Ok((source, false)) if !more => return Ok(source),
+                Ok((source, false)) if !more => return Ok((source, via.mirror())),
                 Ok(_) => {
                     tracing::debug!(registry = %repo.host, endpoint = %via.endpoint.display(), "no referrers here; trying the next endpoint")
                 }
@@ -1464,6 +1467,13 @@ struct Via {
     /// `http://host` for an anonymous plain endpoint, so a token got with
     /// credentials over HTTPS is never sent over plain HTTP.
     auth_key: String,
+}
+
+impl Via {
+    /// The endpoint for reports when it is a mirror; `None` for the registry itself.
+    fn mirror(&self) -> Option<String> {
+        (!self.label.is_empty()).then(|| self.endpoint.display())
+    }
 }
 
 /// What a request needs of an endpoint (containerd's capabilities).

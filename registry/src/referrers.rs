@@ -109,7 +109,7 @@ impl<'a> ReferrerList<'a> {
         }
         let mut descriptors = std::mem::take(&mut self.preferred);
         descriptors.append(&mut self.others);
-        Referrers { descriptors, source, notes: self.notes }
+        Referrers { descriptors, source, notes: self.notes, served_by: None }
     }
 }
 

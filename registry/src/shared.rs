@@ -316,6 +316,7 @@ mod tests {
             descriptors: vec![descriptor(1, "a"), descriptor(2, "a")],
             source: ReferrersSource::TagSchema,
             notes: vec![],
+            served_by: None,
         };
         let back = decode_list(&encode_list(&r), Some("a"), &prefer).expect("round trip");
         assert_eq!(back.descriptors, r.descriptors);

@@ -103,4 +103,8 @@ pub struct Referrers {
     /// What was left out of the list and why (unusable entries, too many
     /// entries, a page too large or not an index), for the report.
     pub notes: Vec<String>,
+    /// The hosts.toml endpoint (a mirror, `scheme://host/path`) that served
+    /// this list; `None` for the registry itself or a list from the cluster
+    /// tier. Carried with the list, so concurrent lookups cannot mix it up.
+    pub served_by: Option<String>,
 }

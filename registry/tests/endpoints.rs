@@ -206,3 +206,32 @@ async fn a_plain_http_mirror_of_one_registry_stays_https_and_uncredentialed_for_
         "the insecure mirror served with credentials"
     );
 }
+
+#[tokio::test]
+async fn a_referrers_list_names_the_mirror_that_served_it() {
+    let upstream = Registry::start(RegistryOptions::default()).await;
+    let mirror = Registry::start(RegistryOptions::default()).await;
+    let (subject, _) = push_image(&upstream, "subject").await;
+    let (referrer, _) = push_image(&mirror, "referrer").await;
+    push_image(&mirror, "subject").await;
+    // The referrers tag schema: an index under `sha256-<hex>` listing the referrer.
+    let index = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": MANIFEST, "digest": referrer, "size": 1, "artifactType": "application/x-test"}]
+    });
+    let tag = subject.replace(':', "-");
+    mirror
+        .push_manifest("app", &tag, "application/vnd.oci.image.index.v1+json", serde_json::to_vec(&index).unwrap())
+        .await;
+    let t = tempfile::tempdir().unwrap();
+    let certs = t.path().join("certs.d");
+    write_hosts(&certs, &upstream.host, &format!("[host.\"http://{}\"]\n", mirror.host));
+    let c = client(&upstream, &certs);
+    let repo = Repository { host: upstream.host.clone(), path: "app".into() };
+    let listed = c.referrers(&repo, &subject, None, deadline()).await.unwrap();
+    assert_eq!(listed.descriptors.len(), 1);
+    assert_eq!(listed.served_by, Some(format!("http://{}/v2", mirror.host)), "the list carries its endpoint");
+    let other = c.referrers(&repo, &referrer, None, deadline()).await.unwrap();
+    assert!(other.descriptors.is_empty());
+    assert_eq!(other.served_by, None, "nothing listed anywhere: the registry itself answered last");
+}
