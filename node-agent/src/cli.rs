@@ -389,7 +389,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::CheckConfig { dir } => check_config(&dir),
         Command::Explain { id_or_digest, state_dir, json } => edge(explain(&id_or_digest, &state_dir, json)),
         Command::Status { socket, json } => edge(status(&socket, json)),
-        Command::Policy { command: PolicyCommand::Test { dir, input, json } } => policy_test(&dir, input.as_deref(), json),
+        Command::Policy { command: PolicyCommand::Test { dir, input, json } } => {
+            policy_test(&dir, input.as_deref(), json)
+        }
         Command::Doctor { node, socket, json } => doctor(&node, &socket, json),
         Command::Audit { state_dir, json } => match crate::inventory::read_audit(&state_dir) {
             Ok(a) if json => {

@@ -689,7 +689,8 @@ mod tests {
         observe("latency-test.example:5000", Duration::from_millis(30));
         observe("bad host\n", Duration::from_millis(1));
         let t = m.encode();
-        let series = r#"pullgate_registry_request_duration_seconds_bucket{le="0.05",registry="latency-test.example:5000"}"#;
+        let series =
+            r#"pullgate_registry_request_duration_seconds_bucket{le="0.05",registry="latency-test.example:5000"}"#;
         assert_eq!(sample(&t, series), Some(1.0), "{t}");
         assert!(!t.contains("bad host"), "{t}");
     }

@@ -33,8 +33,8 @@ pub mod tls;
 pub mod types;
 
 pub use client::{
-    Client, ClientOptions, ContentStore, HostOptions, LatencyObserver, MAX_MANIFEST_BYTES, MAX_REDIRECTS, REFERRERS_TTL,
-    RegistryError, RequestObserver,
+    Client, ClientOptions, ContentStore, HostOptions, LatencyObserver, MAX_MANIFEST_BYTES, MAX_REDIRECTS,
+    REFERRERS_TTL, RegistryError, RequestObserver,
 };
 pub use referrers::MAX_REFERRERS;
 
