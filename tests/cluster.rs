@@ -32,10 +32,29 @@ struct Redis {
     _dir: tempfile::TempDir,
 }
 
+/// Set by `scripts/test`, which installs redis-server, redis-tools and
+/// openssl: a missing one is then a failed test, never a silent skip.
+const REQUIRE_ENV: &str = "PULLGATE_REQUIRE_REDIS";
+
+/// Whether any of `tools` is missing (so the test skips); panics instead when
+/// [`REQUIRE_ENV`] is set.
+fn missing(tools: &[&str]) -> bool {
+    let gone: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| Command::new(t).arg(if *t == "openssl" { "version" } else { "--version" }).output().is_err())
+        .collect();
+    assert!(
+        gone.is_empty() || std::env::var_os(REQUIRE_ENV).is_none(),
+        "{REQUIRE_ENV} is set, but {gone:?} cannot be run"
+    );
+    !gone.is_empty()
+}
+
 impl Redis {
     /// Starts one (`password`: `requirepass`); `None` when the binary is missing.
     fn start(password: Option<&str>) -> Option<Redis> {
-        if Command::new("redis-server").arg("--version").output().is_err() {
+        if missing(&["redis-server"]) {
             println!("skipped: redis-server is not installed (scripts/lib/setup.sh pg_setup_test installs it)");
             return None;
         }
@@ -480,9 +499,7 @@ async fn sentinel_mode_reaches_the_primary_the_sentinel_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_mode_routes_keys_across_a_three_node_redis_cluster() {
-    if Command::new("redis-server").arg("--version").output().is_err()
-        || Command::new("redis-cli").arg("--version").output().is_err()
-    {
+    if missing(&["redis-server", "redis-cli"]) {
         println!("skipped: redis-server or redis-cli is not installed");
         return;
     }
@@ -572,9 +589,7 @@ fn test_ca(dir: &Path, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_verifies_the_server_against_the_configured_ca_only() {
-    if Command::new("redis-server").arg("--version").output().is_err()
-        || Command::new("openssl").arg("version").output().is_err()
-    {
+    if missing(&["redis-server", "openssl"]) {
         println!("skipped: redis-server or openssl is not installed");
         return;
     }

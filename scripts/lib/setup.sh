@@ -81,7 +81,7 @@ pg_try_musl() {
 # docker-registry), htpasswd for its basic auth, openssl for a throw-away CA.
 pg_setup_test() {
   pg_need_commands docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl ip:iproute2 unshare:util-linux \
-    musl-gcc:musl-tools jq:jq tar:tar redis-server:redis-server
+    musl-gcc:musl-tools jq:jq tar:tar redis-server:redis-server redis-cli:redis-tools
 }
 
 # Waits (bounded, in tenths of a second) for a socket to appear; fails if PID exits first.

@@ -17,24 +17,33 @@ const SHARED_BIN: &str = "../shared/containerd/bin";
 
 /// The directory holding `containerd`, `ctr` and `cri-pull`, or why it cannot be used.
 pub fn bin_dir() -> Result<PathBuf, String> {
-    if let Some(dir) = std::env::var_os("PULLGATE_CONTAINERD_BIN") {
-        return Ok(PathBuf::from(dir));
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir = root.join(SHARED_BIN);
+    let dir = match std::env::var_os("PULLGATE_CONTAINERD_BIN") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(SHARED_BIN),
+    };
     if !dir.join("containerd").exists() {
         return Err(format!("no containerd at {}", dir.display()));
     }
     Ok(dir.canonicalize().unwrap_or(dir))
 }
 
-/// `Ok(())` when a throw-away containerd can run here, else the reason to skip.
+/// Set (by `scripts/test`, when it runs as root, as CI does) when the real
+/// containerd must run: a missing binary is then a failed test, never a skip
+/// that passes without having tested anything.
+pub const REQUIRE_ENV: &str = "PULLGATE_REQUIRE_CONTAINERD";
+
+/// `Ok(())` when a throw-away containerd can run here, else the reason to
+/// skip. Panics instead when [`REQUIRE_ENV`] is set.
 pub fn available() -> Result<(), String> {
-    bin_dir()?;
-    if !nix_is_root() {
-        return Err("containerd needs root (mounts, chown of its root dir)".into());
+    let ready = bin_dir().and_then(|_| {
+        if nix_is_root() { Ok(()) } else { Err("containerd needs root (mounts, chown of its root dir)".into()) }
+    });
+    if let Err(why) = &ready
+        && std::env::var_os(REQUIRE_ENV).is_some()
+    {
+        panic!("{REQUIRE_ENV} is set, but the real containerd cannot run here: {why}");
     }
-    Ok(())
+    ready
 }
 
 fn nix_is_root() -> bool {
